@@ -1,0 +1,20 @@
+"""lyabook: Lyapunov exponents of recurrent neural networks, the reproducible companion
+to R. Vogt's dissertation (2023).
+
+Main entry points: `lyapunov_spectrum` (the QR engine), `lyabook.systems` (maps, flows,
+the Lorenz system) and `lyabook.rnn` (eight RNN cells with analytic Jacobians).
+"""
+from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum, orthonormalize
+from . import systems, rnn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LyapunovResult",
+    "kaplan_yorke_dimension",
+    "lyapunov_spectrum",
+    "orthonormalize",
+    "systems",
+    "rnn",
+    "__version__",
+]

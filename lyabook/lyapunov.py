@@ -1,0 +1,435 @@
+"""The Lyapunov (QR) engine.
+
+`lyapunov_spectrum` runs the standard QR algorithm (Benettin et al. 1980; dissertation
+Alg. 1 / Eq. 2.5): a k-frame Q of tangent vectors is pushed forward with the Jacobian of
+the map, ``Q <- J @ Q``, and re-orthonormalized every ``t_on`` steps, ``Q, R = qr(Q)``;
+the exponents are the time averages of ``log diag(R)``.
+
+Conventions (see the book's "Errata and conventions" page):
+
+* ``J[b, i, j] = d x_next[b, i] / d x[b, j]`` and the frame is propagated as ``J @ Q``
+  (the dissertation's code used ``J^T @ Q``, which changes every exponent but the sum).
+* Natural log; exponents per step for maps, per unit time for systems with ``dt``.
+* The warm-up is orthonormalized like the measured part, its inputs are consumed once,
+  and inputs shorter than ``warmup + 1`` steps are an error, never silently truncated.
+* ``log diag(R)`` is accumulated in float64 whatever the system's dtype; the frame Q
+  itself is kept in float64 too.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+
+__all__ = [
+    "LyapunovResult",
+    "lyapunov_spectrum",
+    "kaplan_yorke_dimension",
+    "orthonormalize",
+]
+
+_KEEP_CHOICES = frozenset({"r", "q"})
+_METHODS = ("auto", "householder", "cholesky")
+# How many steps the engine runs between two checks for non-finite values. A check
+# synchronizes with the device; once per block keeps GPU runs asynchronous while still
+# naming the exact step that went wrong.
+_CHECK_EVERY = 64
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class LyapunovResult:
+    """Result of `lyapunov_spectrum`. All tensors are float64 on the CPU.
+
+    Attributes:
+        exponents: (k,) mean over the batch, sorted as the QR algorithm returns them
+            (descending on average). Natural log, per step or per unit time (``dt``).
+        per_sample: (B, k) exponents of each trajectory.
+        stderr: (k,) standard error of the mean over the batch (NaN when B == 1).
+        log_r: (n_intervals, B, k) ``log diag(R)`` of every measured orthonormalization
+            (the dissertation's Chapter 4 "R values"), when ``keep`` includes ``"r"``.
+        q: (n_intervals, B, d, k) the orthonormal frame after every measured
+            orthonormalization, when ``keep`` includes ``"q"``.
+        interval_steps: (n_intervals,) number of steps in each measured interval.
+        dt: time per step (1.0 for maps).
+        n_steps, warmup, t_on: the run's settings.
+        method: the orthonormalization that produced the result.
+    """
+
+    per_sample: torch.Tensor
+    interval_steps: torch.Tensor
+    dt: float
+    n_steps: int
+    warmup: int
+    t_on: int
+    method: str
+    log_r: torch.Tensor | None = None
+    q: torch.Tensor | None = None
+    exponents: torch.Tensor = field(init=False)
+    stderr: torch.Tensor = field(init=False)
+
+    def __post_init__(self):
+        self.exponents = self.per_sample.mean(0)
+        b = self.per_sample.shape[0]
+        if b > 1:
+            self.stderr = self.per_sample.std(0, unbiased=True) / math.sqrt(b)
+        else:
+            self.stderr = torch.full_like(self.exponents, float("nan"))
+
+    @property
+    def k(self) -> int:
+        return self.per_sample.shape[1]
+
+    def _need_r(self, what: str) -> torch.Tensor:
+        if self.log_r is None:
+            raise ValueError(f"{what} needs the R values: call lyapunov_spectrum(..., keep='r')")
+        return self.log_r
+
+    def ftle(self) -> torch.Tensor:
+        """Finite-time exponents of each interval: (n_intervals, B, k), per step or unit time."""
+        log_r = self._need_r("ftle()")
+        return log_r / (self.interval_steps.to(log_r) * self.dt)[:, None, None]
+
+    def running_exponents(self) -> torch.Tensor:
+        """Running estimate after each interval: (n_intervals, B, k).
+
+        Entry t is the spectrum measured over the first t + 1 intervals; its last entry
+        equals `per_sample`. Average over dim 1 for the batch mean.
+        """
+        log_r = self._need_r("running_exponents()")
+        elapsed = torch.cumsum(self.interval_steps.to(log_r), 0) * self.dt
+        return torch.cumsum(log_r, 0) / elapsed[:, None, None]
+
+    def running_time(self) -> torch.Tensor:
+        """(n_intervals,) time (steps times dt) at the end of each measured interval."""
+        return torch.cumsum(self.interval_steps.to(torch.float64), 0) * self.dt
+
+    def kaplan_yorke_dimension(self) -> float:
+        """Kaplan-Yorke dimension of the mean spectrum (see `kaplan_yorke_dimension`)."""
+        return kaplan_yorke_dimension(self.exponents)
+
+    def summary(self) -> dict:
+        """Scalar statistics of the mean spectrum used throughout the dissertation."""
+        e = self.exponents
+        return {
+            "max": float(e.max()),
+            "mean": float(e.mean()),
+            "variance": float(e.var(unbiased=False)),
+            "sum": float(e.sum()),
+            "n_positive": int((e > 0).sum()),
+            "max_stderr": float(self.stderr[int(e.argmax())]),
+            "kaplan_yorke_dimension": self.kaplan_yorke_dimension(),
+        }
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary of the spectrum and the run's settings."""
+        return {
+            "exponents": self.exponents.tolist(),
+            "stderr": self.stderr.tolist(),
+            "per_sample": self.per_sample.tolist(),
+            "dt": self.dt,
+            "n_steps": self.n_steps,
+            "warmup": self.warmup,
+            "t_on": self.t_on,
+            "method": self.method,
+            "summary": self.summary(),
+        }
+
+
+def kaplan_yorke_dimension(exponents) -> float:
+    """Kaplan-Yorke (Lyapunov) dimension ``j + sum_{i<=j} l_i / |l_{j+1}|``.
+
+    ``j`` is the largest number of leading exponents (sorted descending) with a
+    non-negative sum. 0 when the largest exponent is negative; ``len(exponents)`` when
+    every partial sum is non-negative (then the value is only a lower bound).
+    """
+    e = torch.as_tensor(exponents, dtype=torch.float64).flatten().sort(descending=True).values
+    if e.numel() == 0:
+        raise ValueError("kaplan_yorke_dimension: exponents is empty")
+    csum = torch.cumsum(e, 0)
+    nonneg = (csum >= 0).nonzero()
+    if len(nonneg) == 0:
+        return 0.0
+    j = int(nonneg[-1]) + 1  # number of leading exponents with non-negative sum
+    if j == e.numel():
+        return float(j)
+    return j + float(csum[j - 1]) / abs(float(e[j]))
+
+
+# ------------------------------------------------------------------ orthonormalization
+def _householder(q: torch.Tensor):
+    """QR with diag(R) > 0. Returns (Q, log diag R, ok=None)."""
+    Q, R = torch.linalg.qr(q)
+    d = R.diagonal(dim1=-2, dim2=-1)
+    # Sign fix: a zero diagonal entry keeps its column (sign +1) instead of zeroing it;
+    # its log is -inf and the engine reports the step.
+    sign = torch.where(d < 0, -1.0, 1.0).to(q.dtype)
+    return Q * sign.unsqueeze(-2), torch.log(d.abs()), None
+
+
+def _cholesky_qr2(q: torch.Tensor):
+    """CholeskyQR2 (Yamamoto et al. 2015): two passes of ``Q = X R^-1`` with ``R^T R = X^T X``.
+
+    Orthogonality and R to working precision while cond(X) stays below about
+    1/sqrt(eps) (1e8 in float64). Built from matrix products, a batched Cholesky and a
+    triangular solve, which GPUs run far faster than batched Householder QR. Returns
+    ``ok``, a 0-d bool tensor (no synchronization): False when either Cholesky failed or
+    the second pass started from a frame that was not nearly orthonormal, in which case
+    the caller falls back to Householder QR.
+    """
+    k = q.shape[-1]
+    g1 = q.mT @ q
+    l1, info1 = torch.linalg.cholesky_ex(g1)
+    q1 = torch.linalg.solve_triangular(l1.mT, q, upper=True, left=False)
+    g2 = q1.mT @ q1
+    l2, info2 = torch.linalg.cholesky_ex(g2)
+    q2 = torch.linalg.solve_triangular(l2.mT, q1, upper=True, left=False)
+    eye = torch.eye(k, dtype=q.dtype, device=q.device)
+    # After pass one the Gram matrix must be close to I for pass two to restore
+    # orthogonality to working precision (error ~ eps * cond(Q1)^2).
+    ok = (info1.eq(0).all() & info2.eq(0).all() & (g2 - eye).abs().amax().lt(1e-2))
+    log_r = torch.log(l1.diagonal(dim1=-2, dim2=-1)) + torch.log(l2.diagonal(dim1=-2, dim2=-1))
+    return q2, log_r, ok
+
+
+def orthonormalize(q: torch.Tensor, method: str = "householder"):
+    """Orthonormalize a batch of frames: ``q`` (B, d, k) -> (Q (B, d, k), log diag R (B, k)).
+
+    ``Q R = q`` with diag(R) > 0. ``method`` is "householder" (LAPACK / cuSOLVER QR) or
+    "cholesky" (CholeskyQR2; use only where cond(q) < 1e7, see `_cholesky_qr2`).
+    """
+    if method == "householder":
+        Q, log_r, _ = _householder(q)
+    elif method == "cholesky":
+        Q, log_r, ok = _cholesky_qr2(q)
+        if not bool(ok):
+            raise FloatingPointError("orthonormalize: CholeskyQR2 lost accuracy (frame too ill-conditioned)")
+    else:
+        raise ValueError(f"orthonormalize: method must be 'householder' or 'cholesky', got {method!r}")
+    return Q, log_r
+
+
+# ------------------------------------------------------------------------- engine
+def _as_int(name: str, value, minimum: int) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # accepts Python and NumPy integers, not floats
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _system_device_dtype(system, *tensors):
+    params = []
+    if isinstance(system, torch.nn.Module):
+        params = [p for p in system.parameters()] + [b for b in system.buffers() if b.is_floating_point()]
+    for p in params:
+        return p.device, p.dtype
+    for t in tensors:
+        if t is not None and torch.is_tensor(t):
+            dt = t.dtype if t.is_floating_point() else torch.get_default_dtype()
+            return t.device, dt
+    return torch.device("cpu"), getattr(system, "dtype", torch.float64)
+
+
+def _parse_keep(keep) -> frozenset:
+    if keep is None:
+        return frozenset()
+    if isinstance(keep, str):
+        items = {keep} if keep in _KEEP_CHOICES else set(keep)
+    else:
+        items = set(keep)
+    bad = items - _KEEP_CHOICES
+    if bad:
+        raise ValueError(f"keep must contain only 'r' and/or 'q', got {sorted(map(str, bad))}")
+    return frozenset(items)
+
+
+def lyapunov_spectrum(
+    system,
+    x0: torch.Tensor | None = None,
+    n_steps: int | None = None,
+    *,
+    inputs: torch.Tensor | None = None,
+    warmup: int = 0,
+    t_on: int = 1,
+    k: int | None = None,
+    keep: str | Iterable[str] | None = None,
+    method: str = "auto",
+) -> LyapunovResult:
+    """Lyapunov spectrum of a batched dynamical system by the QR algorithm.
+
+    Args:
+        system: object with ``state_dim``, ``step(x, u) -> x_next`` and
+            ``jacobian(x, u) -> J`` on batches: x (B, d), u (B, input_size) or None,
+            J (B, m, m) with ``J[b, i, j] = d x_next[b, i] / d x[b, j]``. ``m`` is
+            ``system.tangent_dim`` when the system defines it (the dissertation's h-block
+            convention), else ``d``. Optional: ``step_and_jacobian(x, u)`` returning both
+            at once (used when present), and ``dt`` (exponents are then per unit time).
+        x0: (B, d) initial states, or (d,) for one; None means zeros (B from ``inputs``,
+            else 1).
+        n_steps: measured steps. None with ``inputs`` means every step after the warm-up.
+        inputs: (B, T, input_size), batch first. The first ``warmup`` steps drive the
+            warm-up, the next ``n_steps`` the measurement; T must be >= warmup + n_steps.
+        warmup: steps run (and orthonormalized) before measuring.
+        t_on: orthonormalization interval; the last partial interval is always closed.
+        k: number of leading exponents (Q is m x k); default all m.
+        keep: "r" to keep log diag R per interval, "q" to keep the frames, or both.
+        method: orthonormalization, "householder", "cholesky" (CholeskyQR2, falling back to
+            Householder for the whole run if it ever loses accuracy) or "auto"
+            (CholeskyQR2 on CUDA, Householder elsewhere: each is the faster one there).
+
+    Returns:
+        LyapunovResult (natural log; per step, or per unit time for systems with ``dt``).
+
+    Raises:
+        TypeError / ValueError naming the offending parameter; FloatingPointError naming
+        the step at which the state or an R value stopped being finite.
+    """
+    for attr in ("state_dim", "step", "jacobian"):
+        if not hasattr(system, attr):
+            raise TypeError(f"system must have 'state_dim', 'step' and 'jacobian'; {type(system).__name__} has no {attr!r}")
+    d = _as_int("system.state_dim", system.state_dim, 1)
+    m = _as_int("system.tangent_dim", getattr(system, "tangent_dim", d), 1)
+    t_on = _as_int("t_on", t_on, 1)
+    warmup = _as_int("warmup", warmup, 0)
+    k = m if k is None else _as_int("k", k, 1)
+    if k > m:
+        raise ValueError(f"k must be <= the tangent dimension {m}, got {k}")
+    keep = _parse_keep(keep)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+
+    device, dtype = _system_device_dtype(system, x0, inputs)
+
+    # ---- inputs and step counts
+    if inputs is not None:
+        if not torch.is_tensor(inputs):
+            raise TypeError(f"inputs must be a torch.Tensor (B, T, input_size), got {type(inputs).__name__}")
+        if inputs.ndim != 3:
+            raise ValueError(f"inputs must have shape (B, T, input_size), got {tuple(inputs.shape)}")
+        batch, T = inputs.shape[0], inputs.shape[1]
+        if T < warmup + 1:
+            raise ValueError(f"inputs has {T} steps, fewer than warmup + 1 = {warmup + 1}")
+        if n_steps is None:
+            n_steps = T - warmup
+        n_steps = _as_int("n_steps", n_steps, 1)
+        if warmup + n_steps > T:
+            raise ValueError(f"inputs has {T} steps, fewer than warmup + n_steps = {warmup + n_steps}")
+        inputs = inputs.to(device=device, dtype=dtype)
+    else:
+        if n_steps is None:
+            raise ValueError("n_steps is required when no inputs are given")
+        n_steps = _as_int("n_steps", n_steps, 1)
+        batch = None
+
+    # ---- initial state
+    if x0 is None:
+        x = torch.zeros(batch or 1, d, device=device, dtype=dtype)
+    else:
+        x = torch.as_tensor(x0).to(device=device, dtype=dtype)
+        if x.ndim == 1:
+            x = x.unsqueeze(0)
+        if x.ndim != 2 or x.shape[1] != d:
+            raise ValueError(f"x0 must have shape (B, {d}) for this system, got {tuple(torch.as_tensor(x0).shape)}")
+        if batch is not None and x.shape[0] != batch:
+            raise ValueError(f"x0 has batch size {x.shape[0]} but inputs has batch size {batch}")
+    batch = x.shape[0]
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x0 contains non-finite values")
+
+    if method == "auto":
+        method = "cholesky" if device.type == "cuda" else "householder"
+    if method == "cholesky":
+        result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky")
+        if result is not None:
+            return result
+        method = "householder"  # CholeskyQR2 lost accuracy somewhere: redo with Householder
+    return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method)
+
+
+def _step_and_jacobian(system):
+    if hasattr(system, "step_and_jacobian"):
+        return system.step_and_jacobian
+
+    def both(x, u):
+        return system.step(x, u), system.jacobian(x, u)
+
+    return both
+
+
+def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method):
+    """One pass of the QR algorithm. Returns None if CholeskyQR2 lost accuracy."""
+    device = x.device
+    batch = x.shape[0]
+    total = warmup + n_steps
+    f = _step_and_jacobian(system)
+    ortho = _cholesky_qr2 if method == "cholesky" else _householder
+
+    Q = torch.eye(m, k, dtype=torch.float64, device=device).expand(batch, m, k).contiguous()
+    acc = torch.zeros(batch, k, dtype=torch.float64, device=device)
+    log_rs, qs, interval_steps = [], [], []
+    pending = []  # (step, what, finite-flag tensor) awaiting the next block check
+    chol_ok = []
+    since = 0
+    with torch.no_grad():
+        for t in range(total):
+            u = inputs[:, t] if inputs is not None else None
+            x_next, J = f(x, u)
+            if t == 0 and tuple(J.shape) != (batch, m, m):
+                raise ValueError(
+                    f"system.jacobian returned shape {tuple(J.shape)}, expected (B, d, d) = {(batch, m, m)}"
+                )
+            if t == 0 and tuple(x_next.shape) != tuple(x.shape):
+                raise ValueError(f"system.step returned shape {tuple(x_next.shape)}, expected {tuple(x.shape)}")
+            Q = J.to(torch.float64) @ Q
+            x = x_next
+            since += 1
+            pending.append((t, "state", torch.isfinite(x).all()))
+            if since == t_on or t == warmup - 1 or t == total - 1:
+                Q, log_r, ok = ortho(Q)
+                if ok is not None:
+                    chol_ok.append(ok)
+                pending.append((t, "R value", torch.isfinite(log_r).all()))
+                if t >= warmup:
+                    acc += log_r
+                    interval_steps.append(since)
+                    if "r" in keep:
+                        log_rs.append(log_r)
+                    if "q" in keep:
+                        qs.append(Q.cpu())
+                since = 0
+            if len(pending) >= _CHECK_EVERY or t == total - 1:
+                if chol_ok and not bool(torch.stack(chol_ok).all()):
+                    return None
+                chol_ok = []
+                flags = torch.stack([p[2] for p in pending])
+                if not bool(flags.all()):
+                    step, what, _ = pending[int((~flags).nonzero()[0])]
+                    phase = f"warm-up step {step}" if step < warmup else f"measured step {step - warmup}"
+                    raise FloatingPointError(
+                        f"non-finite {what} at step {step} ({phase}); the system diverged or its "
+                        f"Jacobian is singular there"
+                    )
+                pending = []
+
+    dt = float(getattr(system, "dt", None) or 1.0)
+    steps = torch.tensor(interval_steps, dtype=torch.int64)
+    per_sample = (acc / (n_steps * dt)).cpu()
+    return LyapunovResult(
+        per_sample=per_sample,
+        interval_steps=steps,
+        dt=dt,
+        n_steps=n_steps,
+        warmup=warmup,
+        t_on=t_on,
+        method=method,
+        log_r=torch.stack(log_rs).cpu() if "r" in keep else None,
+        q=torch.stack(qs) if "q" in keep else None,
+    )
