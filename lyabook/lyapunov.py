@@ -170,43 +170,60 @@ def _householder(q: torch.Tensor):
     return Q * sign.unsqueeze(-2), torch.log(d.abs()), None
 
 
-def _cholesky_qr2(q: torch.Tensor):
-    """CholeskyQR2 (Yamamoto et al. 2015): two passes of ``Q = X R^-1`` with ``R^T R = X^T X``.
+def _cholesky_pass(x: torch.Tensor, shift: torch.Tensor | None = None):
+    """One CholeskyQR pass: ``G = X^T X (+ shift I) = R^T R``, ``Q = X R^-1``.
 
-    Orthogonality and R to working precision while cond(X) stays below about
-    1/sqrt(eps) (1e8 in float64). Built from matrix products, a batched Cholesky and a
-    triangular solve, which GPUs run far faster than batched Householder QR. Returns
-    ``ok``, a 0-d bool tensor (no synchronization): False when either Cholesky failed or
-    the second pass started from a frame that was not nearly orthonormal, in which case
-    the caller falls back to Householder QR.
+    Returns (Q, log diag R, Gram matrix, Cholesky info)."""
+    g = x.mT @ x
+    if shift is not None:
+        g = g + shift[:, None, None] * torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    l, info = torch.linalg.cholesky_ex(g)
+    q = torch.linalg.solve_triangular(l.mT, x, upper=True, left=False)
+    return q, torch.log(l.diagonal(dim1=-2, dim2=-1)), g, info
+
+
+def _cholesky_qr3(q: torch.Tensor):
+    """Shifted CholeskyQR3 (Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa 2020).
+
+    Pass one Cholesky-factors ``X^T X + s I`` with ``s = 11 (d k + k (k + 1)) u ||X||_F^2``,
+    which cannot break down and leaves ``cond(Q1) <~ 1/sqrt(s)``; two plain passes
+    (CholeskyQR2) then make Q orthonormal to working precision. ``R = R3 R2 R1`` is upper
+    triangular with ``log diag R`` the sum of the passes' logs. Backward error
+    ``||X - QR|| = O(u ||X||)`` like Householder QR, for cond(X) up to about 1/u.
+
+    It is built from matrix products, batched Cholesky and triangular solves, which GPUs
+    run far faster than batched Householder QR. Returns ``ok``, a 0-d bool tensor (no
+    synchronization): False when a Cholesky broke down or the last pass started from a
+    frame that was not nearly orthonormal (Gershgorin bound on its Gram matrix), in which
+    case the engine falls back to Householder QR.
     """
-    k = q.shape[-1]
-    g1 = q.mT @ q
-    l1, info1 = torch.linalg.cholesky_ex(g1)
-    q1 = torch.linalg.solve_triangular(l1.mT, q, upper=True, left=False)
-    g2 = q1.mT @ q1
-    l2, info2 = torch.linalg.cholesky_ex(g2)
-    q2 = torch.linalg.solve_triangular(l2.mT, q1, upper=True, left=False)
-    eye = torch.eye(k, dtype=q.dtype, device=q.device)
-    # After pass one the Gram matrix must be close to I for pass two to restore
-    # orthogonality to working precision (error ~ eps * cond(Q1)^2).
-    ok = (info1.eq(0).all() & info2.eq(0).all() & (g2 - eye).abs().amax().lt(1e-2))
-    log_r = torch.log(l1.diagonal(dim1=-2, dim2=-1)) + torch.log(l2.diagonal(dim1=-2, dim2=-1))
-    return q2, log_r, ok
+    d, k = q.shape[-2], q.shape[-1]
+    u = torch.finfo(q.dtype).eps / 2
+    shift = 11.0 * (d * k + k * (k + 1)) * u * q.square().sum((-2, -1))
+    q1, lr1, _, info1 = _cholesky_pass(q, shift)
+    q2, lr2, _, info2 = _cholesky_pass(q1)
+    q3, lr3, g3, info3 = _cholesky_pass(q2)
+    # Gershgorin: every eigenvalue of g3 lies within diag +- off-diagonal row sums, so
+    # cond(Q2)^2 = cond(g3) <= 1.5 / 0.5 and the last pass is accurate to ~10 u.
+    diag = g3.diagonal(dim1=-2, dim2=-1)
+    radius = g3.abs().sum(-1) - diag.abs()
+    ok = (info1.eq(0).all() & info2.eq(0).all() & info3.eq(0).all()
+          & (diag - radius).amin().gt(0.5) & (diag + radius).amax().lt(1.5))
+    return q3, lr1 + lr2 + lr3, ok
 
 
 def orthonormalize(q: torch.Tensor, method: str = "householder"):
     """Orthonormalize a batch of frames: ``q`` (B, d, k) -> (Q (B, d, k), log diag R (B, k)).
 
     ``Q R = q`` with diag(R) > 0. ``method`` is "householder" (LAPACK / cuSOLVER QR) or
-    "cholesky" (CholeskyQR2; use only where cond(q) < 1e7, see `_cholesky_qr2`).
+    "cholesky" (shifted CholeskyQR3, see `_cholesky_qr3`; raises where it loses accuracy).
     """
     if method == "householder":
         Q, log_r, _ = _householder(q)
     elif method == "cholesky":
-        Q, log_r, ok = _cholesky_qr2(q)
+        Q, log_r, ok = _cholesky_qr3(q)
         if not bool(ok):
-            raise FloatingPointError("orthonormalize: CholeskyQR2 lost accuracy (frame too ill-conditioned)")
+            raise FloatingPointError("orthonormalize: CholeskyQR3 lost accuracy (frame numerically rank deficient)")
     else:
         raise ValueError(f"orthonormalize: method must be 'householder' or 'cholesky', got {method!r}")
     return Q, log_r
@@ -281,9 +298,9 @@ def lyapunov_spectrum(
         t_on: orthonormalization interval; the last partial interval is always closed.
         k: number of leading exponents (Q is m x k); default all m.
         keep: "r" to keep log diag R per interval, "q" to keep the frames, or both.
-        method: orthonormalization, "householder", "cholesky" (CholeskyQR2, falling back to
-            Householder for the whole run if it ever loses accuracy) or "auto"
-            (CholeskyQR2 on CUDA, Householder elsewhere: each is the faster one there).
+        method: orthonormalization, "householder", "cholesky" (shifted CholeskyQR3, falling
+            back to Householder for the whole run if it ever loses accuracy) or "auto"
+            (CholeskyQR3 on CUDA, Householder elsewhere: each is the faster one there).
 
     Returns:
         LyapunovResult (natural log; per step, or per unit time for systems with ``dt``).
@@ -350,7 +367,7 @@ def lyapunov_spectrum(
         result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky")
         if result is not None:
             return result
-        method = "householder"  # CholeskyQR2 lost accuracy somewhere: redo with Householder
+        method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
     return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method)
 
 
@@ -365,12 +382,12 @@ def _step_and_jacobian(system):
 
 
 def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method):
-    """One pass of the QR algorithm. Returns None if CholeskyQR2 lost accuracy."""
+    """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy."""
     device = x.device
     batch = x.shape[0]
     total = warmup + n_steps
     f = _step_and_jacobian(system)
-    ortho = _cholesky_qr2 if method == "cholesky" else _householder
+    ortho = _cholesky_qr3 if method == "cholesky" else _householder
 
     Q = torch.eye(m, k, dtype=torch.float64, device=device).expand(batch, m, k).contiguous()
     acc = torch.zeros(batch, k, dtype=torch.float64, device=device)

@@ -431,7 +431,9 @@ class CoRNN(_Custom):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, dt=0.042, gamma=2.7, epsilon=4.7,
                  convention="full"):
         super().__init__(input_size, hidden_size, num_layers, convention)
-        self.dt, self.gamma, self.epsilon, self.bias = float(dt), float(gamma), float(epsilon), bias
+        # stored as delta_t: a `dt` attribute would make the engine report exponents per unit
+        # time, while RNN exponents are per step
+        self.delta_t, self.gamma, self.epsilon, self.bias = float(dt), float(gamma), float(epsilon), bias
         for l in range(num_layers):
             self._add("weight_ih", l, hidden_size, self._layer_input_size(l))
             self._add("weight_hh", l, hidden_size, 2 * hidden_size)  # acts on [y; z]
@@ -440,7 +442,7 @@ class CoRNN(_Custom):
         self.reset_parameters()
 
     def _layer(self, l, s, u, jac, input_jac=False):
-        H, dt = self.hidden_size, self.dt
+        H, dt = self.hidden_size, self.delta_t
         y, z = s[:, :H], s[:, H:]
         W, V = self._param("weight_hh", l), self._param("weight_ih", l)
         pre = s @ W.T + u @ V.T
@@ -557,7 +559,7 @@ class LEM(_Custom):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, dt=1.0, convention="full"):
         super().__init__(input_size, hidden_size, num_layers, convention)
-        self.dt, self.bias = float(dt), bias
+        self.delta_t, self.bias = float(dt), bias  # not `dt`: exponents stay per step
         for l in range(num_layers):
             self._add("weight_ih", l, 4 * hidden_size, self._layer_input_size(l))  # dt1, dt2, z, y
             self._add("weight_hh", l, 3 * hidden_size, hidden_size)  # dt1, dt2, y
@@ -569,7 +571,7 @@ class LEM(_Custom):
         self.reset_parameters()
 
     def _layer(self, l, s, u, jac, input_jac=False):
-        H, dt = self.hidden_size, self.dt
+        H, dt = self.hidden_size, self.delta_t
         y, z = s[:, :H], s[:, H:]
         V, W, Wz = self._param("weight_ih", l), self._param("weight_hh", l), self._param("weight_z", l)
         gi, gh = u @ V.T, y @ W.T

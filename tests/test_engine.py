@@ -1,0 +1,306 @@
+"""Claims about the QR engine: it equals a brute-force float64 reference, its exponents sum
+to the mean log|det J|, T_ON and k do not change the leading exponents, and bad input is a
+clear error."""
+import numpy as np
+import pytest
+import torch
+
+import lyabook
+from lyabook import lyapunov_spectrum, rnn
+from lyabook.systems import Map, autograd_jacobian
+
+
+def tanh_rnn(n=12, gain=3.0, seed=0, input_size=2):
+    """h' = tanh(g W h + U u): chaotic for g > 1 (the errata's example network, smaller)."""
+    g = torch.Generator().manual_seed(seed)
+    W = gain * torch.randn(n, n, generator=g, dtype=torch.float64) / n**0.5
+    U = torch.randn(n, input_size, generator=g, dtype=torch.float64)
+
+    def step(x, u):
+        return torch.tanh(x @ W.T + (0 if u is None else u @ U.T))
+
+    def jac(x, u):
+        return (1 - step(x, u) ** 2).unsqueeze(-1) * W
+
+    return Map(step, jac, state_dim=n)
+
+
+def brute_force_spectrum(step, x0, inputs, warmup):
+    """Independent reference: per trajectory, autograd Jacobians, Q <- J Q and NumPy QR
+    every step, float64 (no code shared with the engine)."""
+    B, T = inputs.shape[:2]
+    d = x0.shape[1]
+    out = np.zeros((B, d))
+    for b in range(B):
+        x = x0[b : b + 1]
+        Q = np.eye(d)
+        acc = np.zeros(d)
+        for t in range(T):
+            u = inputs[b : b + 1, t]
+            J = torch.autograd.functional.jacobian(lambda v: step(v.unsqueeze(0), u).squeeze(0), x.squeeze(0))
+            x = step(x, u)
+            Q, R = np.linalg.qr(J.numpy() @ Q)
+            s = np.sign(np.diag(R))
+            Q = Q * s
+            if t >= warmup:
+                acc += np.log(np.abs(np.diag(R)))
+        out[b] = acc / (T - warmup)
+    return out
+
+
+@pytest.fixture(scope="module")
+def driven_rnn():
+    sys = tanh_rnn()
+    g = torch.Generator().manual_seed(1)
+    inputs = 0.5 * torch.randn(3, 60, 2, generator=g, dtype=torch.float64)
+    x0 = 0.1 * torch.randn(3, sys.state_dim, generator=g, dtype=torch.float64)
+    return sys, x0, inputs
+
+
+@pytest.mark.parametrize("method", ["householder", "cholesky"])
+def test_spectrum_equals_brute_force_reference(driven_rnn, method):
+    sys, x0, inputs = driven_rnn
+    ref = brute_force_spectrum(sys.step, x0, inputs, warmup=10)
+    res = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, method=method)
+    np.testing.assert_allclose(res.per_sample.numpy(), ref, atol=1e-8, rtol=0)
+    assert res.method == method
+    assert res.exponents[0] > 0  # this network is chaotic
+
+
+def test_transposed_tangent_map_gives_a_different_spectrum(driven_rnn):
+    """Errata 1: propagating J^T Q (the dissertation's code) changes the exponents."""
+    sys, x0, inputs = driven_rnn
+    right = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10)
+    wrong_sys = Map(sys.step, lambda x, u: sys.jacobian(x, u).mT, state_dim=sys.state_dim)
+    wrong = lyapunov_spectrum(wrong_sys, x0, inputs=inputs, warmup=10)
+    assert abs(float(wrong.exponents[0] - right.exponents[0])) > 1e-3
+    torch.testing.assert_close(wrong.exponents.sum(), right.exponents.sum())  # only the sum survives
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "CoRNN", "LEM"])
+def test_cell_spectrum_equals_brute_force_reference(name):
+    torch.manual_seed(0)
+    cell = rnn.CELLS[name](2, 4, num_layers=2).double().eval()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-1.5, 1.5)
+    inputs = torch.randn(2, 30, 2, dtype=torch.float64)
+    ref = brute_force_spectrum(cell.step, cell.init_state(2), inputs, warmup=5)
+    res = rnn.rnn_spectrum(cell, inputs, warmup=5)
+    np.testing.assert_allclose(res.per_sample.numpy(), ref, atol=1e-8, rtol=0)
+
+
+def test_exponents_sum_to_mean_log_abs_det_jacobian(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    res = lyapunov_spectrum(sys, x0, inputs=inputs)
+    x, total = x0, torch.zeros(3, dtype=torch.float64)
+    for t in range(inputs.shape[1]):
+        total += torch.linalg.slogdet(sys.jacobian(x, inputs[:, t])).logabsdet
+        x = sys.step(x, inputs[:, t])
+    torch.testing.assert_close(res.per_sample.sum(1), total / inputs.shape[1], atol=1e-10, rtol=0)
+
+
+def test_autograd_map_equals_analytic_map(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    auto = Map(sys.step, state_dim=sys.state_dim)
+    a = lyapunov_spectrum(auto, x0, inputs=inputs)
+    b = lyapunov_spectrum(sys, x0, inputs=inputs)
+    # the most negative exponent amplifies the last-bit differences of the two Jacobians
+    torch.testing.assert_close(a.per_sample, b.per_sample, atol=1e-9, rtol=0)
+
+
+def test_t_on_1_and_5_give_the_same_leading_exponents(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    a = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=1)
+    b = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=5)
+    torch.testing.assert_close(a.per_sample[:, :4], b.per_sample[:, :4], atol=1e-8, rtol=0)
+    # 50 measured steps, t_on 5 -> 10 intervals; t_on 7 -> 7 full + one partial of 1 step
+    c = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=7, keep="r")
+    assert c.interval_steps.tolist() == [7] * 7 + [1]
+    torch.testing.assert_close(a.per_sample[:, :4], c.per_sample[:, :4], atol=1e-8, rtol=0)
+
+
+def test_k_leading_exponents_equal_first_k_of_full_spectrum(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    full = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10)
+    part = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, k=3)
+    assert part.per_sample.shape == (3, 3)
+    torch.testing.assert_close(part.per_sample, full.per_sample[:, :3], atol=1e-12, rtol=0)
+
+
+def test_rerun_on_cpu_is_bitwise_identical(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    a = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=5, t_on=3)
+    b = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=5, t_on=3)
+    assert torch.equal(a.per_sample, b.per_sample)
+
+
+def test_warmup_consumes_the_inputs_once(driven_rnn):
+    """Warm-up of w steps then n measured == starting from the state after w steps (the
+    frame is re-initialized only in the fixed direction, so compare the running R's sum)."""
+    sys, x0, inputs = driven_rnn
+    res = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=20, n_steps=30)
+    x = x0
+    for t in range(20):
+        x = sys.step(x, inputs[:, t])
+    # same trajectory from the warmed-up state: the sum of exponents depends only on it
+    res2 = lyapunov_spectrum(sys, x, inputs=inputs[:, 20:50])
+    torch.testing.assert_close(res.per_sample.sum(1), res2.per_sample.sum(1), atol=1e-10, rtol=0)
+    assert res.n_steps == 30 and res.warmup == 20
+
+
+def test_result_keeps_r_and_q_and_running_estimates(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    res = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=5, k=4, keep=("r", "q"))
+    assert res.log_r.shape == (10, 3, 4) and res.q.shape == (10, 3, 12, 4)
+    q = res.q[-1]
+    torch.testing.assert_close(q.mT @ q, torch.eye(4, dtype=torch.float64).expand(3, 4, 4), atol=1e-12, rtol=0)
+    run = res.running_exponents()
+    torch.testing.assert_close(run[-1], res.per_sample)
+    torch.testing.assert_close(res.ftle().mean(0), res.per_sample)  # equal-length intervals
+    assert res.running_time()[-1] == 50
+    s = res.summary()
+    assert s["max"] == pytest.approx(float(res.exponents.max())) and s["n_positive"] >= 1
+    assert res.stderr.shape == (4,) and torch.all(res.stderr > 0)
+    with pytest.raises(ValueError, match="keep='r'"):
+        lyapunov_spectrum(sys, x0, inputs=inputs).running_exponents()
+
+
+def test_stderr_is_standard_error_over_batch(driven_rnn):
+    sys, x0, inputs = driven_rnn
+    res = lyapunov_spectrum(sys, x0, inputs=inputs)
+    expected = res.per_sample.std(0) / 3**0.5
+    torch.testing.assert_close(res.stderr, expected)
+
+
+def test_kaplan_yorke_dimension():
+    assert lyabook.kaplan_yorke_dimension([0.9056, 0.0, -14.5723]) == pytest.approx(2 + 0.9056 / 14.5723)
+    assert lyabook.kaplan_yorke_dimension([-0.1, -1.0]) == 0.0
+    assert lyabook.kaplan_yorke_dimension([1.0, 0.5]) == 2.0
+    assert lyabook.kaplan_yorke_dimension([1.0, -2.0, -3.0]) == pytest.approx(1.5)
+
+
+def test_runs_on_system_dtype_float32_and_accumulates_float64():
+    cell = rnn.LSTM(3, 8).eval()  # float32 weights
+    inputs = torch.randn(2, 40, 3)
+    res = rnn.rnn_spectrum(cell, inputs)
+    ref = rnn.rnn_spectrum(rnn.LSTM(3, 8, module=cell.module).double(), inputs.double())
+    assert res.per_sample.dtype == torch.float64
+    torch.testing.assert_close(res.per_sample, ref.per_sample, atol=1e-3, rtol=0)  # float32 Jacobians
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.fixture
+def small():
+    sys = tanh_rnn(n=4)
+    return sys, torch.zeros(2, 4, dtype=torch.float64), torch.randn(2, 10, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(t_on=0), ValueError, "t_on must be >= 1"),
+        (dict(t_on=2.5), TypeError, "t_on must be an integer"),
+        (dict(warmup=-1), ValueError, "warmup must be >= 0"),
+        (dict(k=5), ValueError, "k must be <= the tangent dimension 4"),
+        (dict(k=0), ValueError, "k must be >= 1"),
+        (dict(warmup=10), ValueError, "fewer than warmup \\+ 1"),
+        (dict(warmup=5, n_steps=6), ValueError, "fewer than warmup \\+ n_steps"),
+        (dict(keep="x"), ValueError, "keep must contain only"),
+        (dict(method="svd"), ValueError, "method must be one of"),
+    ],
+)
+def test_bad_parameters_raise_naming_the_parameter(small, kwargs, exc, message):
+    sys, x0, inputs = small
+    with pytest.raises(exc, match=message):
+        lyapunov_spectrum(sys, x0, inputs=inputs, **kwargs)
+
+
+def test_bad_shapes_raise_naming_the_argument(small):
+    sys, x0, inputs = small
+    with pytest.raises(ValueError, match=r"inputs must have shape \(B, T, input_size\)"):
+        lyapunov_spectrum(sys, x0, inputs=inputs[0])
+    with pytest.raises(ValueError, match=r"x0 must have shape \(B, 4\)"):
+        lyapunov_spectrum(sys, torch.zeros(2, 5), inputs=inputs)
+    with pytest.raises(ValueError, match="x0 has batch size 3 but inputs has batch size 2"):
+        lyapunov_spectrum(sys, torch.zeros(3, 4), inputs=inputs)
+    with pytest.raises(ValueError, match="n_steps is required"):
+        lyapunov_spectrum(sys, x0)
+    with pytest.raises(TypeError, match="has no 'state_dim'"):
+        lyapunov_spectrum(object(), x0, 5)
+    with pytest.raises(ValueError, match="x0 contains non-finite"):
+        lyapunov_spectrum(sys, torch.full((2, 4), float("nan")), inputs=inputs)
+
+
+def test_jacobian_of_wrong_shape_is_rejected(small):
+    sys, x0, inputs = small
+    bad = Map(sys.step, lambda x, u: sys.jacobian(x, u)[:, :3], state_dim=4)
+    with pytest.raises(ValueError, match=r"system.jacobian returned shape \(2, 3, 4\), expected"):
+        lyapunov_spectrum(bad, x0, inputs=inputs)
+
+
+def _counter_map(jacobian_at, state_at=None):
+    """2-d map whose first coordinate counts steps, so failures depend on the state (and
+    repeat identically when the engine re-runs)."""
+
+    def step(x, u):
+        nxt = torch.stack((x[:, 0] + 1, x[:, 1]), -1)
+        if state_at is not None:
+            nxt = torch.where((x[:, :1] == state_at), float("inf"), nxt)
+        return nxt
+
+    def jac(x, u):
+        return torch.stack([jacobian_at(int(t) if torch.isfinite(t) else -1) for t in x[:, 0]]).to(x.dtype)
+
+    return Map(step, jac, state_dim=2)
+
+
+def test_non_finite_state_names_the_step():
+    eye = lambda t: torch.eye(2)
+    sys = _counter_map(eye, state_at=7)
+    with pytest.raises(FloatingPointError, match=r"non-finite state at step 7 \(warm-up step 7\)"):
+        lyapunov_spectrum(sys, torch.zeros(1, 2, dtype=torch.float64), 20, warmup=10)
+
+
+@pytest.mark.parametrize("method", ["householder", "cholesky"])
+def test_singular_jacobian_names_the_step_of_the_bad_r_value(method):
+    sing = lambda t: torch.tensor([[1.0, 0.0], [0.0, 0.0 if t == 4 else 1.0]])
+    sys = _counter_map(sing)
+    with pytest.raises(FloatingPointError, match=r"non-finite R value at step 4 \(measured step 4\)"):
+        lyapunov_spectrum(sys, torch.zeros(1, 2, dtype=torch.float64), 10, method=method)
+
+
+def test_cholesky_falls_back_to_householder_where_it_breaks_down():
+    """J = [[1, 1], [0, 1e-30]] is already triangular: Householder QR is exact (log 1e-30),
+    while the Gram matrix of CholeskyQR loses the second direction entirely."""
+    J = torch.tensor([[1.0, 1.0], [0.0, 1e-30]], dtype=torch.float64)
+    sys = Map(lambda x, u: x @ J.T, lambda x, u: J.expand(x.shape[0], 2, 2), state_dim=2)
+    res = lyapunov_spectrum(sys, torch.ones(1, 2, dtype=torch.float64), 3, method="cholesky")
+    assert res.method == "householder"
+    torch.testing.assert_close(res.exponents, torch.tensor([0.0, -30 * np.log(10)], dtype=torch.float64))
+    with pytest.raises(FloatingPointError, match="CholeskyQR3 lost accuracy"):
+        lyabook.orthonormalize(J.unsqueeze(0), method="cholesky")
+
+
+def test_cholesky_qr3_equals_householder_on_ill_conditioned_frames():
+    """cond(X) = 1e12: far past plain CholeskyQR2's limit (1e8), within CholeskyQR3's."""
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(4, 40, 40, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(4, 40, 40, generator=g, dtype=torch.float64))
+    X = U @ torch.diag(torch.logspace(0, -12, 40, dtype=torch.float64)) @ V.mT
+    Qc, lc = lyabook.orthonormalize(X, "cholesky")
+    Qh, lh = lyabook.orthonormalize(X, "householder")
+    eye = torch.eye(40, dtype=torch.float64)
+    assert (Qc.mT @ Qc - eye).abs().max() < 1e-14
+    torch.testing.assert_close(lc, lh, atol=1e-3, rtol=0)  # small r_ii carry O(u ||X||) error in both
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_matches_cpu():
+    torch.manual_seed(0)
+    cell = rnn.LSTM(3, 32).double().eval()
+    inputs = torch.randn(4, 50, 3, dtype=torch.float64)
+    cpu = rnn.rnn_spectrum(cell, inputs, warmup=10)
+    gpu = rnn.rnn_spectrum(cell.cuda(), inputs.cuda(), warmup=10)
+    assert gpu.method == "cholesky"
+    torch.testing.assert_close(gpu.per_sample, cpu.per_sample, atol=1e-9, rtol=0)
