@@ -100,6 +100,7 @@ def bench_size(hidden, device, autograd_steps, repeats):
     analytic(1)()  # warm-up: kernels, allocator, cuSOLVER handles
     row["analytic_t_on_1_s"], res1 = timed(analytic(1), device, repeats)
     row["analytic_method"] = res1.method
+    row["analytic_cuda_graph"] = res1.cuda_graph
     row["analytic_t_on_10_s"], res10 = timed(analytic(10), device, repeats)
     if device.type == "cuda":
         row["analytic_householder_t_on_1_s"], resh = timed(analytic(1, "householder"), device, 1)
@@ -114,6 +115,18 @@ def bench_size(hidden, device, autograd_steps, repeats):
     t_ag, _ = timed(lambda: autograd_loop(cell, inputs, n_ag), device, 1)
     row["autograd_loop_measured_steps"] = n_ag
     row["autograd_loop_s"] = t_ag * STEPS / n_ag  # scaled to 100 steps (cost is linear in steps)
+
+    if device.type == "cuda":  # where the time goes, per 100 steps (too slow to do on the CPU)
+        x = cell.init_state(BATCH)
+        with torch.no_grad():
+            row["breakdown_step_and_jacobian_s"], (_, J) = timed(
+                lambda: [cell.step_and_jacobian(x, inputs[:, t]) for t in range(STEPS)][-1], device, repeats)
+        Jd = J.double()
+        Q = torch.linalg.qr(torch.randn_like(Jd))[0]
+        for name in ("householder", "cholesky"):
+            lyabook.orthonormalize(Jd @ Q, name)
+            row[f"breakdown_{name}_s"], _ = timed(
+                lambda: [lyabook.orthonormalize(Jd @ Q, name) for _ in range(STEPS)], device, repeats)
 
     for name, dtype in (("floor_matmul_float32_s", torch.float32), ("floor_matmul_float64_s", torch.float64)):
         run = matmul_floor(d, device, dtype)

@@ -57,6 +57,7 @@ class LyapunovResult:
         dt: time per step (1.0 for maps).
         n_steps, warmup, t_on: the run's settings.
         method: the orthonormalization that produced the result.
+        cuda_graph: whether the run replayed CUDA graphs.
     """
 
     per_sample: torch.Tensor
@@ -68,6 +69,7 @@ class LyapunovResult:
     method: str
     log_r: torch.Tensor | None = None
     q: torch.Tensor | None = None
+    cuda_graph: bool = False
     exponents: torch.Tensor = field(init=False)
     stderr: torch.Tensor = field(init=False)
 
@@ -135,6 +137,7 @@ class LyapunovResult:
             "warmup": self.warmup,
             "t_on": self.t_on,
             "method": self.method,
+            "cuda_graph": self.cuda_graph,
             "summary": self.summary(),
         }
 
@@ -279,6 +282,7 @@ def lyapunov_spectrum(
     k: int | None = None,
     keep: str | Iterable[str] | None = None,
     method: str = "auto",
+    cuda_graph: bool | None = None,
 ) -> LyapunovResult:
     """Lyapunov spectrum of a batched dynamical system by the QR algorithm.
 
@@ -301,6 +305,9 @@ def lyapunov_spectrum(
         method: orthonormalization, "householder", "cholesky" (shifted CholeskyQR3, falling
             back to Householder for the whole run if it ever loses accuracy) or "auto"
             (CholeskyQR3 on CUDA, Householder elsewhere: each is the faster one there).
+        cuda_graph: on CUDA, capture one step and one orthonormalization as CUDA graphs and
+            replay them (removes kernel-launch overhead, the main cost for RNN-sized
+            systems). None: try, and run eagerly if the system cannot be captured; False: never.
 
     Returns:
         LyapunovResult (natural log; per step, or per unit time for systems with ``dt``).
@@ -322,6 +329,8 @@ def lyapunov_spectrum(
     keep = _parse_keep(keep)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if cuda_graph not in (None, True, False):
+        raise ValueError(f"cuda_graph must be None, True or False, got {cuda_graph!r}")
 
     device, dtype = _system_device_dtype(system, x0, inputs)
 
@@ -364,11 +373,11 @@ def lyapunov_spectrum(
     if method == "auto":
         method = "cholesky" if device.type == "cuda" else "householder"
     if method == "cholesky":
-        result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky")
+        result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph)
         if result is not None:
             return result
         method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
-    return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method)
+    return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph)
 
 
 def _step_and_jacobian(system):
@@ -381,60 +390,169 @@ def _step_and_jacobian(system):
     return both
 
 
-def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method):
+class _Rerun(Exception):
+    """A graphed run saw a problem; the eager loop re-runs to name the exact step."""
+
+
+class _EagerLoop:
+    """State x, frame Q and the two operations of the QR algorithm, run op by op.
+
+    ``advance(t)``: ``x, J = f(x, u_t)``, ``Q <- J @ Q``; ``close(t)``: orthonormalize Q and
+    return log diag R (B, k). Finite checks are queued as device flags with their step and
+    resolved by ``check()`` every few steps, so GPU runs do not synchronize every step.
+    """
+
+    def __init__(self, f, ortho, x, inputs, Q, warmup):
+        self.f, self.ortho, self.x, self.inputs, self.Q, self.warmup = f, ortho, x, inputs, Q, warmup
+        self.pending, self.chol_ok = [], []
+
+    def advance(self, t):
+        u = self.inputs[:, t] if self.inputs is not None else None
+        x_next, J = self.f(self.x, u)
+        if t == 0:
+            b, m = self.Q.shape[0], self.Q.shape[1]
+            if tuple(J.shape) != (b, m, m):
+                raise ValueError(f"system.jacobian returned shape {tuple(J.shape)}, expected (B, d, d) = {(b, m, m)}")
+            if tuple(x_next.shape) != tuple(self.x.shape):
+                raise ValueError(f"system.step returned shape {tuple(x_next.shape)}, expected {tuple(self.x.shape)}")
+        self.Q = J.to(torch.float64) @ self.Q
+        self.x = x_next
+        self.pending.append((t, "state", torch.isfinite(x_next).all()))
+
+    def close(self, t):
+        self.Q, log_r, ok = self.ortho(self.Q)
+        if ok is not None:
+            self.chol_ok.append(ok)
+        self.pending.append((t, "R value", torch.isfinite(log_r).all()))
+        return log_r
+
+    def check(self):
+        """False if CholeskyQR3 lost accuracy; raises FloatingPointError naming the step."""
+        if self.chol_ok and not bool(torch.stack(self.chol_ok).all()):
+            return False
+        self.chol_ok = []
+        if self.pending:
+            flags = torch.stack([p[2] for p in self.pending])
+            if not bool(flags.all()):
+                step, what, _ = self.pending[int((~flags).nonzero()[0])]
+                phase = f"warm-up step {step}" if step < self.warmup else f"measured step {step - self.warmup}"
+                raise FloatingPointError(
+                    f"non-finite {what} at step {step} ({phase}); the system diverged or its Jacobian is singular there"
+                )
+        self.pending = []
+        return True
+
+
+class _GraphLoop:
+    """The same two operations captured once as CUDA graphs and replayed.
+
+    A step of an RNN launches tens of small kernels; replaying a captured graph removes the
+    per-kernel launch cost that otherwise dominates on a GPU. Flags accumulate on the device;
+    a non-finite value raises `_Rerun` (the eager loop then names the step).
+    """
+
+    def __init__(self, f, ortho, x, inputs, Q, warmup):
+        self.f, self.ortho, self.inputs = f, ortho, inputs
+        self.x, self.Q = x.clone(), Q.clone()
+        self.u = inputs[:, 0].clone() if inputs is not None else None
+        dev = x.device
+        self.bad = torch.zeros((), dtype=torch.bool, device=dev)
+        self.ok = torch.ones((), dtype=torch.bool, device=dev)
+        self.log_r = torch.zeros(Q.shape[0], Q.shape[2], dtype=torch.float64, device=dev)
+        saved = self.x.clone(), self.Q.clone()
+        side = torch.cuda.Stream(device=dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):  # warm-up before capture, as CUDA graphs require
+            for _ in range(2):
+                self._advance()
+                self._close()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.g_advance, self.g_close = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.g_advance):
+            self._advance()
+        with torch.cuda.graph(self.g_close, pool=self.g_advance.pool()):
+            self._close()
+        self.x.copy_(saved[0])
+        self.Q.copy_(saved[1])
+        self.bad.zero_()
+        self.ok.fill_(True)
+
+    def _advance(self):
+        x_next, J = self.f(self.x, self.u)
+        self.Q.copy_(J.to(torch.float64) @ self.Q)
+        self.x.copy_(x_next)
+        torch.logical_or(self.bad, ~torch.isfinite(x_next).all(), out=self.bad)
+
+    def _close(self):
+        Q, log_r, ok = self.ortho(self.Q)
+        self.Q.copy_(Q)
+        self.log_r.copy_(log_r)
+        torch.logical_or(self.bad, ~torch.isfinite(log_r).all(), out=self.bad)
+        if ok is not None:
+            torch.logical_and(self.ok, ok, out=self.ok)
+
+    def advance(self, t):
+        if self.inputs is not None:
+            self.u.copy_(self.inputs[:, t])
+        self.g_advance.replay()
+
+    def close(self, t):
+        self.g_close.replay()
+        return self.log_r
+
+    def check(self):
+        if not bool(self.ok):
+            return False
+        if bool(self.bad):
+            raise _Rerun
+        return True
+
+
+def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph):
     """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy."""
     device = x.device
     batch = x.shape[0]
     total = warmup + n_steps
     f = _step_and_jacobian(system)
     ortho = _cholesky_qr3 if method == "cholesky" else _householder
-
     Q = torch.eye(m, k, dtype=torch.float64, device=device).expand(batch, m, k).contiguous()
+
+    loop = None
+    if cuda_graph is not False and device.type == "cuda":
+        # validate shapes eagerly first (a graph would hide the error), then capture
+        _EagerLoop(f, ortho, x, inputs, Q, warmup).advance(0)
+        try:
+            loop = _GraphLoop(f, ortho, x, inputs, Q, warmup)
+        except Exception as e:  # a system that synchronizes or is otherwise not capturable
+            if cuda_graph is True:
+                raise RuntimeError(f"cuda_graph=True but the system could not be captured: {e}") from e
+            loop = None
+    if loop is None:
+        loop = _EagerLoop(f, ortho, x, inputs, Q, warmup)
+
     acc = torch.zeros(batch, k, dtype=torch.float64, device=device)
     log_rs, qs, interval_steps = [], [], []
-    pending = []  # (step, what, finite-flag tensor) awaiting the next block check
-    chol_ok = []
     since = 0
     with torch.no_grad():
         for t in range(total):
-            u = inputs[:, t] if inputs is not None else None
-            x_next, J = f(x, u)
-            if t == 0 and tuple(J.shape) != (batch, m, m):
-                raise ValueError(
-                    f"system.jacobian returned shape {tuple(J.shape)}, expected (B, d, d) = {(batch, m, m)}"
-                )
-            if t == 0 and tuple(x_next.shape) != tuple(x.shape):
-                raise ValueError(f"system.step returned shape {tuple(x_next.shape)}, expected {tuple(x.shape)}")
-            Q = J.to(torch.float64) @ Q
-            x = x_next
+            loop.advance(t)
             since += 1
-            pending.append((t, "state", torch.isfinite(x).all()))
             if since == t_on or t == warmup - 1 or t == total - 1:
-                Q, log_r, ok = ortho(Q)
-                if ok is not None:
-                    chol_ok.append(ok)
-                pending.append((t, "R value", torch.isfinite(log_r).all()))
+                log_r = loop.close(t)
                 if t >= warmup:
                     acc += log_r
                     interval_steps.append(since)
                     if "r" in keep:
-                        log_rs.append(log_r)
+                        log_rs.append(log_r.clone())
                     if "q" in keep:
-                        qs.append(Q.cpu())
+                        qs.append(loop.Q.cpu())
                 since = 0
-            if len(pending) >= _CHECK_EVERY or t == total - 1:
-                if chol_ok and not bool(torch.stack(chol_ok).all()):
-                    return None
-                chol_ok = []
-                flags = torch.stack([p[2] for p in pending])
-                if not bool(flags.all()):
-                    step, what, _ = pending[int((~flags).nonzero()[0])]
-                    phase = f"warm-up step {step}" if step < warmup else f"measured step {step - warmup}"
-                    raise FloatingPointError(
-                        f"non-finite {what} at step {step} ({phase}); the system diverged or its "
-                        f"Jacobian is singular there"
-                    )
-                pending = []
+            if (t + 1) % _CHECK_EVERY == 0 or t == total - 1:
+                try:
+                    if not loop.check():
+                        return None
+                except _Rerun:
+                    return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph=False)
 
     dt = float(getattr(system, "dt", None) or 1.0)
     steps = torch.tensor(interval_steps, dtype=torch.int64)
@@ -449,4 +567,5 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method):
         method=method,
         log_r=torch.stack(log_rs).cpu() if "r" in keep else None,
         q=torch.stack(qs) if "q" in keep else None,
+        cuda_graph=isinstance(loop, _GraphLoop),
     )

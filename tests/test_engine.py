@@ -250,7 +250,7 @@ def _counter_map(jacobian_at, state_at=None):
         return nxt
 
     def jac(x, u):
-        return torch.stack([jacobian_at(int(t) if torch.isfinite(t) else -1) for t in x[:, 0]]).to(x.dtype)
+        return torch.stack([jacobian_at(int(t) if torch.isfinite(t) else -1) for t in x[:, 0]]).to(x)
 
     return Map(step, jac, state_dim=2)
 
@@ -304,3 +304,44 @@ def test_cuda_run_matches_cpu():
     gpu = rnn.rnn_spectrum(cell.cuda(), inputs.cuda(), warmup=10)
     assert gpu.method == "cholesky"
     torch.testing.assert_close(gpu.per_sample, cpu.per_sample, atol=1e-9, rtol=0)
+
+
+def _exploding_map():
+    """x' = 3x in float64 from x0 = 1: x overflows after step 646 (3^647 > 1.8e308)."""
+    return Map(lambda x, u: 3.0 * x, lambda x, u: 3.0 * torch.eye(1, dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 1),
+               state_dim=1)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_overflow_names_the_step_on_every_device(device):
+    x0 = torch.ones(2, 1, dtype=torch.float64, device=device)
+    with pytest.raises(FloatingPointError, match=r"non-finite state at step 646 \(measured step 646\)"):
+        lyapunov_spectrum(_exploding_map(), x0, 1000)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replay_equals_eager_run():
+    torch.manual_seed(0)
+    cell = rnn.GRU(3, 16, num_layers=2).double().cuda().eval()
+    inputs = torch.randn(4, 70, 3, dtype=torch.float64, device="cuda")
+    for t_on in (1, 7):
+        a = rnn.rnn_spectrum(cell, inputs, warmup=10, t_on=t_on, keep="r")
+        b = lyapunov_spectrum(cell, inputs=inputs, warmup=10, t_on=t_on, keep="r", cuda_graph=False)
+        assert a.cuda_graph and not b.cuda_graph
+        torch.testing.assert_close(a.per_sample, b.per_sample, atol=1e-12, rtol=0)
+        torch.testing.assert_close(a.log_r, b.log_r, atol=1e-12, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_system_that_cannot_be_captured_runs_eagerly():
+    sing = lambda t: torch.tensor([[1.0, 0.0], [0.0, 0.0 if t == 4 else 1.0]])
+    sys = _counter_map(sing)  # converts device values to Python ints: not capturable
+    x0 = torch.zeros(1, 2, dtype=torch.float64, device="cuda")
+    with pytest.raises(FloatingPointError, match=r"non-finite R value at step 4"):
+        lyapunov_spectrum(sys, x0, 10)
+    with pytest.raises(RuntimeError, match="could not be captured"):
+        lyapunov_spectrum(sys, x0, 10, cuda_graph=True)
+    ok = lyapunov_spectrum(_counter_map(lambda t: torch.eye(2)), x0, 10)
+    assert not ok.cuda_graph
+    torch.testing.assert_close(ok.exponents, torch.zeros(2, dtype=torch.float64))
