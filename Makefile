@@ -1,25 +1,48 @@
 # Single entry point. Every target sets up what it needs on a fresh clone.
 # torch is installed first and pinned: a bare `pip install torch` pulls several GB of CUDA
-# packages. Override for a GPU machine, e.g.  make test TORCH="torch==2.13.0 --index-url ...".
+# packages. On a GPU machine pass the build you want, e.g. make book TORCH="torch==2.13.0".
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
+NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 
-.PHONY: test bench clean
+.PHONY: book render test references notebooks bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[book,test]"
 	touch $@
 
-test: $(VENV)/.installed  ## run the test suite (CPU, a few minutes)
-	$(PY) -m pytest -q
+# Main job: execute every notebook (smoke on a CPU, full where CUDA is present) into out/notebooks
+# (untracked) and build the book from those executed copies into out/book.
+book: $(VENV)/.installed
+	$(PY) -m lyabook run --profile $$($(PY) -c "import torch; print('full' if torch.cuda.is_available() else 'smoke')") \
+		--device auto --out out/notebooks
+	$(PY) -m lyabook build --executed out/notebooks --out out/book
 
-bench: $(VENV)/.installed  ## LSTM spectrum benchmark; prints ratios, writes benchmarks/results/
+# Render the committed notebooks as they are (what readers see), executing nothing.
+render: $(VENV)/.installed
+	$(PY) -m lyabook build --out out/rendered
+
+# Tests: unit tests, chapter claims, reference consistency and the book build; then nbval
+# re-executes the smoke-profile references and compares their tagged summaries.
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(NBVAL) tests/notebooks
+
+# Maintainers: regenerate the nbval references (smoke profile) after changing a notebook,
+# and re-execute the committed notebooks at full scale.
+references: $(VENV)/.installed
+	$(PY) -m lyabook run --profile smoke --device cpu --out tests/notebooks
+
+notebooks: $(VENV)/.installed
+	$(PY) -m lyabook run --profile full --device auto --out notebooks
+
+bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_lstm_spectrum.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) out .pytest_cache

@@ -29,6 +29,7 @@ import torch
 
 import lyabook
 from lyabook import lyapunov_spectrum, rnn
+from lyabook.reference import per_sample_autograd_spectrum
 from lyabook.systems import Map
 
 BATCH, STEPS, INPUT = 10, 100, 32
@@ -50,26 +51,6 @@ def timed(fn, device, repeats=1):
         _sync(device)
         best = min(best, time.perf_counter() - t)
     return best, out
-
-
-def autograd_loop(cell, inputs, n_steps):
-    """Per-sample autograd Jacobians and QR every step (third-party style)."""
-    B = inputs.shape[0]
-    d = cell.state_dim
-    exps = []
-    for b in range(B):
-        x = cell.init_state(1)
-        Q = torch.eye(d, dtype=torch.float64, device=inputs.device)
-        acc = torch.zeros(d, dtype=torch.float64, device=inputs.device)
-        for t in range(n_steps):
-            u = inputs[b : b + 1, t]
-            J = torch.autograd.functional.jacobian(lambda v: cell.step(v.unsqueeze(0), u).squeeze(0), x.squeeze(0))
-            with torch.no_grad():
-                x = cell.step(x, u)
-            Q, R = torch.linalg.qr(J.double() @ Q)
-            acc += torch.log(torch.diagonal(R).abs())
-        exps.append(acc / n_steps)
-    return torch.stack(exps)
 
 
 def matmul_floor(d, device, dtype):
@@ -113,7 +94,7 @@ def bench_size(hidden, device, autograd_steps, repeats):
     row["max_abs_diff_t_on_1_vs_10_first_10"] = float((res1.exponents[:10] - res10.exponents[:10]).abs().max())
 
     n_ag = min(autograd_steps, STEPS)
-    t_ag, _ = timed(lambda: autograd_loop(cell, inputs, n_ag), device, 1)
+    t_ag, _ = timed(lambda: per_sample_autograd_spectrum(cell, cell.init_state(BATCH), inputs, n_ag), device, 1)
     row["autograd_loop_measured_steps"] = n_ag
     row["autograd_loop_s"] = t_ag * STEPS / n_ag  # scaled to 100 steps (cost is linear in steps)
 

@@ -1,0 +1,90 @@
+"""Claims of the chapters, checked on the results their full-profile runs saved
+(notebooks/results/*.json), not on the printed text."""
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
+
+
+def _load(name):
+    return json.loads((RESULTS / f"{name}.json").read_text())["results"]
+
+
+@pytest.fixture(scope="module")
+def lorenz():
+    return _load("01_lorenz")
+
+
+@pytest.fixture(scope="module")
+def vanilla():
+    return _load("02_vanilla_rnn")
+
+
+@pytest.mark.parametrize("rho", ["28.0", "16.0", "5.0"])
+def test_lorenz_converged_spectra_match_the_reference_table(lorenz, rho):
+    conv = lorenz["spectra"][rho]["converged"]
+    for got, se, want in zip(conv["exponents"], conv["stderr"], lorenz["reference"][rho]):
+        assert abs(got - want) < 0.01 + 3 * se
+
+
+def test_lorenz_exponents_sum_to_the_trace_for_every_rho(lorenz):
+    for rho, s in lorenz["spectra"].items():
+        for run in s.values():
+            assert abs(sum(run["exponents"]) - lorenz["trace"]) < 1e-3, rho
+
+
+def test_lorenz_kaplan_yorke_dimension_at_rho_28(lorenz):
+    assert abs(lorenz["kaplan_yorke_dimension_rho28"] - 2.062) < 0.01
+
+
+def test_lorenz_fixed_point_regimes_have_all_negative_exponents(lorenz):
+    """The dissertation's positive lambda_1 at rho = 16 and 5 are not the system's."""
+    for rho in ("16.0", "5.0"):
+        assert max(lorenz["spectra"][rho]["converged"]["exponents"]) < 0
+        assert max(lorenz["spectra"][rho]["dissertation_setting"]["exponents"]) < 0
+
+
+def test_lorenz_rho_28_is_chaotic_with_one_zero_exponent(lorenz):
+    e = lorenz["spectra"]["28.0"]["converged"]["exponents"]
+    assert e[0] > 0.85 and abs(e[1]) < 0.01 and e[2] < -14
+
+
+def test_vanilla_stable_and_chaotic_regimes_have_the_dissertations_signs(vanilla):
+    reg = vanilla["regimes"]
+    for name, sign in (("stable", -1), ("chaotic", 1)):
+        lam, se = reg[name]["exponents"][0], reg[name]["stderr"][0]
+        assert sign * lam > 3 * se, name
+
+
+def test_vanilla_marginal_regime_is_the_closest_to_zero(vanilla):
+    lam = {n: abs(r["exponents"][0]) for n, r in vanilla["regimes"].items()}
+    assert lam["marginal"] < lam["stable"] and lam["marginal"] < 1.0
+
+
+def test_vanilla_largest_exponent_increases_across_the_three_regimes(vanilla):
+    lam = [vanilla["regimes"][n]["exponents"][0] for n in ("stable", "marginal", "chaotic")]
+    assert lam == sorted(lam)
+
+
+def test_t_on_leaves_the_leading_exponents_unchanged_and_flattens_the_tail(vanilla):
+    t_on = vanilla["t_on"]
+    base = t_on["1"]
+    for t, e in t_on.items():
+        assert max(abs(a - b) for a, b in zip(e[:10], base[:10])) < 1e-8, t
+    largest = t_on[max(t_on, key=int)]
+    assert max(abs(a - b) for a, b in zip(largest[-10:], base[-10:])) > 0.1  # the plateau
+
+
+def test_more_negative_exponents_have_larger_standard_errors(vanilla):
+    se = vanilla["convergence"]["stderr"]
+    assert se[-1] > se[0]
+
+
+def test_errata_transpose_changes_exponents_but_not_their_sum():
+    ev = _load("00_errata")
+    t = ev["transpose"]
+    assert abs(t["lambda_max_JQ"] - t["lambda_max_JTQ"]) > 1e-3
+    assert abs(t["sum_JQ"] - t["sum_JTQ"]) < 1e-8
+    assert abs(ev["lstm_state"]["full_lambda_max"] - ev["lstm_state"]["h_block_lambda_max"]) > 0.1

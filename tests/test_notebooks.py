@@ -1,0 +1,116 @@
+"""The notebooks and their nbval references: executed, error-free, in sync, and runnable.
+
+The references in tests/notebooks are smoke-profile executed copies (``make references``);
+``make test`` re-executes them with nbval and compares the cells tagged nbval-check-output.
+"""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from lyabook import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+REFERENCES = sorted((ROOT / "tests" / "notebooks").glob("*.ipynb"))
+
+
+def _read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def _tags(cell):
+    return cell.metadata.get("tags", [])
+
+
+def _sources(nb):
+    return [(c.cell_type, c.source) for c in nb.cells if "injected-parameters" not in _tags(c)]
+
+
+def test_there_are_notebooks_and_one_reference_each():
+    assert NOTEBOOKS, "no notebooks found"
+    assert [p.name for p in REFERENCES] == [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + REFERENCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_is_fully_executed_without_errors(path):
+    nb = _read(path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), f"{path.name}: a code cell was not executed"
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{path.name}: stored error output {errors[0].get('ename')}"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("path", REFERENCES, ids=lambda p: p.name)
+def test_reference_cells_equal_the_notebook_apart_from_injected_parameters(path):
+    assert _sources(_read(path)) == _sources(_read(ROOT / "notebooks" / path.name)), (
+        f"{path.name}: the reference has drifted from notebooks/{path.name}; run `make references`"
+    )
+
+
+def _parameters(nb):
+    cells = [c for c in nb.cells if "parameters" in _tags(c)]
+    assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+    return {t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_layout_colab_cell_parameters_and_profiles(path):
+    nb = _read(path)
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "google.colab" in first_code.source and "nbval-skip" in _tags(first_code)
+    params = _parameters(nb)
+    assert {"profile", "device", "results_dir"} <= params
+    for profile in cli.PROFILES:
+        prof = yaml.safe_load((ROOT / "notebooks" / "profiles" / profile / f"{path.stem}.yaml").read_text())
+        assert set(prof) <= params, f"{profile} profile of {path.stem} sets unknown parameters {set(prof) - params}"
+    assert any("nbval-check-output" in _tags(c) for c in nb.cells), "no cell is compared by nbval"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_ran_full_profile_and_saved_results_with_provenance(path):
+    nb = _read(path)
+    injected = [c for c in nb.cells if "injected-parameters" in _tags(c)]
+    assert injected and 'profile = "full"' in injected[0].source
+    results = json.loads((ROOT / "notebooks" / "results" / f"{path.stem}.json").read_text())
+    prov = results["provenance"]
+    assert prov["profile"] == "full" and {"device", "torch", "lyabook", "date", "wall_time_s"} <= set(prov)
+
+
+def test_cli_rejects_unknown_profile_notebook_and_device(capsys):
+    assert cli.main(["run", "--profile", "huge"]) == 2
+    assert "unknown profile 'huge'" in capsys.readouterr().err
+    assert cli.main(["run", "--only", "99_nothing"]) == 2
+    assert "is not a notebook" in capsys.readouterr().err
+    assert cli.main(["run", "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_cli_run_reports_the_failed_notebook_and_cell(tmp_path, capsys):
+    root = tmp_path / "nbs"
+    (root / "profiles" / "smoke").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("profile = 'full'\ndevice = 'cpu'\nx = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(x)"), nbformat.v4.new_code_cell("1 / (x - 2)")]
+    nbformat.write(nb, root / "bad.ipynb")
+    (root / "profiles" / "smoke" / "bad.yaml").write_text("x: 2\n")
+    rc = cli.run("smoke", "cpu", None, tmp_path / "out", root=root)
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "notebook bad failed in cell" in captured.err and "ZeroDivisionError" in captured.err
+    assert "bad" in captured.out and "FAILED" in captured.out
+
+
+def test_book_builds_without_warnings(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "lyabook", "build", "--out", str(tmp_path / "book")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (tmp_path / "book" / "_build" / "html" / "notebooks" / "01_lorenz.html").is_file()
