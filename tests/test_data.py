@@ -1,0 +1,151 @@
+"""Data loaders on small files the tests make themselves (and on the real data when
+LYABOOK_DATA_DIR points at it): directory lookup, checksums, atomic downloads, clear errors."""
+import gzip
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lyabook import data
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("LYABOOK_DATA_DIR", str(tmp_path / "env"))
+    assert data.data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert data.data_dir() == tmp_path / "env"
+    monkeypatch.delenv("LYABOOK_DATA_DIR")
+    assert data.data_dir() == Path.home() / ".cache" / "lyabook"
+
+
+def test_missing_file_without_download_says_where_to_put_it(tmp_path):
+    with pytest.raises(data.DataError, match=r"war_and_peace/warpeace_input.txt is not in .*put the file at .*LYABOOK_DATA_DIR"):
+        data.fetch("war_and_peace/warpeace_input.txt", tmp_path, download=False)
+
+
+def test_checksum_mismatch_names_the_file(tmp_path):
+    p = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    p.parent.mkdir()
+    p.write_bytes(b"not mnist")
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte.gz does not match its published sha256"):
+        data.fetch("mnist/t10k-labels-idx1-ubyte.gz", tmp_path, download=False)
+
+
+def test_download_is_verified_and_atomic(tmp_path, monkeypatch):
+    src = tmp_path / "server"
+    src.mkdir()
+    (src / "file.txt").write_bytes(b"hello")
+    monkeypatch.setitem(data._SOURCES, "demo/", src.as_uri() + "/")
+    root = tmp_path / "data"
+    good = {"demo/file.txt": _sha(b"hello")}
+    path = data.fetch("demo/file.txt", root, checksums=good)
+    assert path.read_bytes() == b"hello"
+    # a download that does not match is not kept, and no partial file is left behind
+    bad = {"demo/other.txt": _sha(b"something else")}
+    (src / "other.txt").write_bytes(b"tampered")
+    with pytest.raises(data.DataError, match="does not match its published sha256; nothing was saved"):
+        data.fetch("demo/other.txt", root, checksums=bad)
+    assert sorted(p.name for p in (root / "demo").iterdir()) == ["file.txt"]
+    # an unreachable source is a one-line error naming the file
+    with pytest.raises(data.DataError, match="demo/missing.txt is not in .* could not be downloaded"):
+        data.fetch("demo/missing.txt", root, checksums={})
+    assert sorted(p.name for p in (root / "demo").iterdir()) == ["file.txt"]
+
+
+def test_war_and_peace_decoding_split_and_batches(tmp_path, monkeypatch):
+    text = "\ufeffAb\rcd\r\nef " * 200
+    raw = text.encode("utf-8")
+    p = tmp_path / "war_and_peace" / "warpeace_input.txt"
+    p.parent.mkdir()
+    p.write_bytes(raw)
+    monkeypatch.setitem(data._SHA256, "war_and_peace/warpeace_input.txt", _sha(raw))
+    c = data.load_war_and_peace(tmp_path, download=False)
+    assert "\r" not in c.vocab and "\ufeff" not in c.vocab[:1] and "\n" in c.vocab
+    n = len(c.train) + len(c.valid) + len(c.test)
+    assert abs(len(c.train) / n - 0.8) < 0.01 and abs(len(c.valid) / n - 0.1) < 0.01
+    x, y = data.char_batches(c.train, batch_size=4, seq_len=10)
+    assert x.shape == y.shape and x.shape[1:] == (4, 10)
+    assert torch.equal(x.flatten()[1:], y.flatten()[:-1])
+    with pytest.raises(ValueError, match="shorter than one batch"):
+        data.char_batches(c.test, batch_size=100, seq_len=100)
+
+
+def _write_mocap(root, frames=40, cols=6, seed=0):
+    rng = np.random.default_rng(seed)
+    sums = {}
+    for split, n in (("train", 5), ("test", 1)):
+        for cat in data.MOCAP_CATEGORIES:
+            for i in range(1, n + 1):
+                arr = rng.normal(size=(frames, cols))
+                arr[:, 1] = 0.5  # constant dimension: dropped
+                rel = f"cmu_mocap/{split}/{cat}/{cat}_{i}.txt"
+                raw = "\n".join(",".join(f"{v:.6f}" for v in row) for row in arr).encode()
+                p = root / (rel + ".gz")
+                p.parent.mkdir(parents=True, exist_ok=True)
+                gz = gzip.compress(raw, mtime=0)
+                p.write_bytes(gz)
+                sums[rel + ".gz"] = _sha(gz)
+    return sums
+
+
+def test_cmu_mocap_drops_constant_dimensions_normalizes_and_windows(tmp_path, monkeypatch):
+    sums = _write_mocap(tmp_path)
+    monkeypatch.setattr(data, "_SHA256", sums)
+    mo = data.load_cmu_mocap(tmp_path, download=False, n_features=3)
+    assert len(mo["train"]) == 20 and len(mo["test"]) == 4
+    train = np.concatenate(mo["train"])
+    assert train.shape[1] == 3
+    np.testing.assert_allclose(train.std(0), 1.0, rtol=1e-5)
+    (xt, yt), (xv, yv) = data.mocap_windows(mo["train"], history=25)
+    assert xt.shape[1:] == (25, 3) and len(xt) + len(xv) == 20 * (40 - 25)
+    assert abs(len(xt) / (len(xt) + len(xv)) - 0.8) < 0.01
+
+
+def _idx(arr: np.ndarray, magic: int) -> bytes:
+    return gzip.compress(struct.pack(">I", magic) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes(), mtime=0)
+
+
+def test_mnist_idx_loader_and_bad_files(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    files = {}
+    for stem, n in (("train", 12), ("t10k", 5)):
+        files[f"mnist/{stem}-images-idx3-ubyte.gz"] = _idx(rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), 2051)
+        files[f"mnist/{stem}-labels-idx1-ubyte.gz"] = _idx(rng.integers(0, 10, n, dtype=np.uint8), 2049)
+    for rel, b in files.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(b)
+    monkeypatch.setattr(data, "_SHA256", {k: _sha(v) for k, v in files.items()})
+    m = data.load_mnist(tmp_path, download=False)
+    assert m["train"][0].shape == (12, 28, 28) and m["test"][1].shape == (5,)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(struct.pack(">I", 1234) + b"\0" * 8))
+    with pytest.raises(data.DataError, match="not an MNIST IDX file"):
+        data._read_idx(bad)
+
+
+def test_smoke_fallbacks_ship_with_installed_packages():
+    text = data.fallback_text()
+    assert "smoke fallback" in text.source and text.vocab_size > 50 and len(text.train) > 100_000
+    digits = data.fallback_digits()
+    assert digits["train"][0].dtype == torch.uint8 and digits["train"][0].shape[1:] == (8, 8)
+
+
+real = pytest.mark.skipif(not os.environ.get("LYABOOK_DATA_DIR"), reason="LYABOOK_DATA_DIR not set")
+
+
+@real
+def test_real_war_and_peace_has_82_characters():
+    assert data.load_war_and_peace(download=False).vocab_size == 82
+
+
+@real
+def test_real_mnist_has_the_standard_splits():
+    m = data.load_mnist(download=False)
+    assert m["train"][0].shape == (60000, 28, 28) and m["test"][0].shape == (10000, 28, 28)
