@@ -1,0 +1,319 @@
+"""Population training: P independent networks trained at once as one batched model.
+
+A sweep over hyperparameters (learning rate, dropout, initialization half-width p of
+U(-p, p)) trains P networks of equal size. Stacking their weights along a leading dimension
+turns P small matrix products into one batched product, so tens to thousands of networks
+train at GPU speed. Nothing couples the networks: the loss is the sum of the networks' own
+losses, and Adam is elementwise with a per-network learning rate, so the result equals
+training each network alone (`tests/test_train.py` checks this).
+
+The population is also a system for `lyabook.lyapunov_spectrum`: its state stacks the P
+networks' LSTM states, so one engine call computes every network's spectrum.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["PopulationLSTM", "PopulationAdam", "population_spectra", "network_exponents"]
+
+
+def _per_network(value, n: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"{name} must be a scalar or have one value per network ({n}), got {t.numel()}")
+    return t.clone()
+
+
+class PopulationLSTM(nn.Module):
+    """P single-layer LSTMs (torch's gate order i, f, g, o) with linear read-outs.
+
+    Args:
+        n_networks: P.
+        input_size, hidden_size, output_size: sizes shared by the population.
+        init_p: half-width p of the uniform initialization U(-p, p), scalar or (P,).
+        dropout: dropout rate on the LSTM output before the read-out, scalar or (P,).
+        bias: LSTM biases (the dissertation's CharRNN has none).
+        seed: initialization seed; network i's weights depend only on (seed, i).
+
+    Parameters have a leading P dimension: ``weight_ih`` (P, 4H, I), ``weight_hh`` (P, 4H, H),
+    ``bias`` (P, 4H) if bias, ``weight_out`` (P, O, H), ``bias_out`` (P, O).
+    """
+
+    def __init__(self, n_networks: int, input_size: int, hidden_size: int, output_size: int, *,
+                 init_p=0.08, dropout=0.0, bias: bool = False, seed: int = 0):
+        super().__init__()
+        if n_networks < 1:
+            raise ValueError(f"n_networks must be >= 1, got {n_networks}")
+        P, H = n_networks, hidden_size
+        self.n_networks, self.input_size, self.hidden_size, self.output_size = P, input_size, H, output_size
+        self.init_p = _per_network(init_p, P, "init_p")
+        self.dropout = _per_network(dropout, P, "dropout")
+        if ((self.dropout < 0) | (self.dropout >= 1)).any():
+            raise ValueError("dropout must lie in [0, 1) for every network")
+        self.has_bias = bias
+        self.weight_ih = nn.Parameter(torch.empty(P, 4 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(P, 4 * H, H))
+        self.bias = nn.Parameter(torch.empty(P, 4 * H)) if bias else None
+        self.weight_out = nn.Parameter(torch.empty(P, output_size, H))
+        self.bias_out = nn.Parameter(torch.empty(P, output_size))
+        self.reset_parameters(seed)
+
+    def reset_parameters(self, seed: int = 0):
+        """Network i: every parameter ~ U(-p_i, p_i) from its own generator (seed, i)."""
+        with torch.no_grad():
+            for i in range(self.n_networks):
+                g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+                p = float(self.init_p[i])
+                for prm in self.parameters():
+                    prm[i].copy_((torch.rand(prm[i].shape, generator=g) * 2 - 1) * p)
+
+    # ----------------------------------------------------------------- forward
+    def _cell(self, x_t, h, c):
+        """One step for all networks: x_t (P, B, I), h, c (P, B, H)."""
+        gates = torch.baddbmm(self.bias.unsqueeze(1), x_t, self.weight_ih.mT) if self.bias is not None \
+            else torch.bmm(x_t, self.weight_ih.mT)
+        gates = gates + torch.bmm(h, self.weight_hh.mT)
+        i, f, g, o = gates.chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def forward(self, x: torch.Tensor, state=None):
+        """x (P, B, T, I) -> (outputs (P, B, T, O), (h, c) each (P, B, H))."""
+        P, B, T, _ = x.shape
+        if P != self.n_networks:
+            raise ValueError(f"inputs have {P} networks in dim 0, the population has {self.n_networks}")
+        h, c = state if state is not None else (x.new_zeros(P, B, self.hidden_size),) * 2
+        hs = []
+        for t in range(T):
+            h, c = self._cell(x[:, :, t], h, c)
+            hs.append(h)
+        hs = torch.stack(hs, 2)  # (P, B, T, H)
+        if self.training and bool((self.dropout > 0).any()):
+            keep = (1 - self.dropout).to(hs).view(P, 1, 1, 1)
+            hs = hs * (torch.rand_like(hs) < keep) / keep
+        out = torch.einsum("pbth,poh->pbto", hs, self.weight_out) + self.bias_out.view(P, 1, 1, -1)
+        return out, (h, c)
+
+    # ----------------------------------------------------- system protocol
+    @property
+    def state_dim(self) -> int:
+        """Flat state of all networks for the engine: batch entry (p, b) is row p * B + b."""
+        return 2 * self.hidden_size
+
+    def step_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
+        """x (P*B, 2H) flat (h, c) per row, u (P*B, I) -> (x_next, J (P*B, 2H, 2H)); rows are
+        grouped by network (all B rows of network 0 first)."""
+        P, H = self.n_networks, self.hidden_size
+        B = x.shape[0] // P
+        if x.shape[0] != P * B:
+            raise ValueError(f"batch {x.shape[0]} is not a multiple of the population size {P}")
+        h, c = x[:, :H].reshape(P, B, H), x[:, H:].reshape(P, B, H)
+        gates = torch.bmm(u.reshape(P, B, -1), self.weight_ih.mT) + torch.bmm(h, self.weight_hh.mT)
+        if self.bias is not None:
+            gates = gates + self.bias.unsqueeze(1)
+        gi, gf, gg, go = gates.chunk(4, -1)
+        i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
+        c_new = f * c + i * g
+        tc = torch.tanh(c_new)
+        h_new = o * tc
+        # analytic Jacobian (see lyabook.rnn.LSTM), with per-network weight matrices
+        Wi, Wf, Wg, Wo = self.weight_hh.chunk(4, 1)  # each (P, H, H)
+        rows = lambda s, W: s.unsqueeze(-1) * W.unsqueeze(1)  # diag(s) W: (P, B, H, H)
+        dc_dh = rows(g * i * (1 - i), Wi) + rows(c * f * (1 - f), Wf) + rows(i * (1 - g * g), Wg)
+        k = o * (1 - tc * tc)
+        dh_dh = rows(tc * o * (1 - o), Wo) + k.unsqueeze(-1) * dc_dh
+        J = x.new_zeros(P, B, 2 * H, 2 * H)
+        J[:, :, :H, :H] = dh_dh
+        J[:, :, H:, :H] = dc_dh
+        J[:, :, :H, H:] = torch.diag_embed(k * f)
+        J[:, :, H:, H:] = torch.diag_embed(f)
+        x_next = torch.cat((h_new, c_new), -1).reshape(P * B, 2 * H)
+        return x_next, J.reshape(P * B, 2 * H, 2 * H)
+
+    def step(self, x, u):
+        return self.step_and_jacobian(x, u)[0]
+
+    def jacobian(self, x, u):
+        return self.step_and_jacobian(x, u)[1]
+
+
+class PopulationAdam(torch.optim.Optimizer):
+    """Adam (Kingma & Ba) with one learning rate per network.
+
+    Every parameter has the population in dim 0; ``lr`` is (P,). Updates are elementwise,
+    so each network's trajectory equals plain Adam on that network alone.
+    """
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        params = list(params)
+        P = params[0].shape[0]
+        super().__init__(params, dict(lr=_per_network(lr, P, "lr"), betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["m"] = torch.zeros_like(p)
+                    st["v"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = st["step"]
+                st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                lr = group["lr"].to(p).view(-1, *([1] * (p.ndim - 1)))
+                step_size = lr / (1 - b1**t)
+                denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
+                p.sub_(step_size * st["m"] / denom)
+        return loss
+
+
+def population_spectra(model: PopulationLSTM, inputs: torch.Tensor, warmup: int = 0, **kw):
+    """Spectra of every network driven by the same sequences: inputs (B, T, I) ->
+    LyapunovResult whose per_sample is (P*B, 2H), network p in rows p*B .. p*B+B-1."""
+    from .lyapunov import lyapunov_spectrum
+
+    P = model.n_networks
+    was = model.training
+    model.eval()
+    try:
+        x = inputs.to(model.weight_hh).unsqueeze(0).expand(P, *inputs.shape).reshape(P * inputs.shape[0], *inputs.shape[1:])
+        return lyapunov_spectrum(model, None, inputs=x, warmup=warmup, **kw)
+    finally:
+        model.train(was)
+
+
+def network_exponents(result, n_networks: int) -> torch.Tensor:
+    """(P, k) mean spectrum of each network from `population_spectra`'s result."""
+    ps = result.per_sample
+    return ps.reshape(n_networks, -1, ps.shape[-1]).mean(1)
+
+
+
+# ------------------------------------------------------------------ training loop
+def config_hash(config: dict) -> str:
+    """Short stable hash of a JSON-serializable configuration."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _loss(out, y, task):
+    """Per-network mean loss (P,) and, for classification, accuracy (P,)."""
+    if task == "classification":  # out (P, B, T, C), y (P, B, T) class indices
+        logp = torch.log_softmax(out, -1)
+        loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean((1, 2))
+        acc = (out.argmax(-1) == y).to(out.dtype).mean((1, 2))
+        return loss, acc
+    loss = (out - y).square().mean(tuple(range(1, out.ndim)))  # regression: MSE per network
+    return loss, None
+
+
+def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epochs: int, lr, config: dict,
+                     out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
+                     spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
+                     encode=None, progress: bool = True) -> list[dict]:
+    """Train a population, recording per network and epoch: training and validation loss,
+    accuracy (classification), and the Lyapunov spectrum on held-out sequences.
+
+    ``train_batches`` / ``valid_batches``: lists of (x, y) with x (B, T, ...) shared by every
+    network (``encode`` maps x to float inputs (B, T, I), e.g. one-hot characters).
+    Epoch 0 records the untrained networks. After every epoch the record is written to
+    ``out_dir/<hash>/epoch_<e>.json`` (with the configuration and its hash) and the model and
+    optimizer to ``state.pt``, both atomically; a rerun with the same configuration resumes
+    after the last finished epoch, and a finished run is loaded, not recomputed.
+    The learning rate is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
+    Returns the list of epoch records.
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .provenance import save_results
+
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    encode = encode or (lambda x: x)
+    h = config_hash(config)
+    run_dir = Path(out_dir) / h
+    run_dir.mkdir(parents=True, exist_ok=True)
+    opt = PopulationAdam(model.parameters(), lr=lr)
+    records = []
+    for e in range(epochs + 1):
+        f = run_dir / f"epoch_{e:03d}.json"
+        if not f.is_file():
+            break
+        records.append(json.loads(f.read_text())["results"])
+    start = len(records)
+    if start > 0:
+        state = torch.load(run_dir / "state.pt", map_location=model.weight_hh.device, weights_only=False)
+        if state["epoch"] != start - 1:
+            raise RuntimeError(f"{run_dir}: state.pt is from epoch {state['epoch']}, records end at {start - 1}; delete the folder to restart")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        opt.param_groups[0]["lr"] = state["lr"]
+    dev = model.weight_hh.device
+    P = model.n_networks
+
+    def evaluate(batches):
+        model.eval()
+        tot, acc, n = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64), 0
+        with torch.no_grad():
+            for x, y in batches:
+                xin = encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1)
+                out, _ = model(xin)
+                l, a = _loss(out, y.to(dev).unsqueeze(0).expand(P, *y.shape), task)
+                tot += l.double().cpu(); n += 1
+                if a is not None:
+                    acc += a.double().cpu()
+        model.train()
+        return tot / max(n, 1), (acc / max(n, 1) if task == "classification" else None)
+
+    bar = tqdm(range(start, epochs + 1), desc=f"population {h} ({P} networks)", disable=not progress)
+    for e in bar:
+        t0 = time.perf_counter()
+        train_loss = torch.zeros(P, dtype=torch.float64)
+        if e > 0:
+            model.train()
+            for x, y in train_batches:
+                xin = encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1)
+                opt.zero_grad(set_to_none=True)
+                out, _ = model(xin)
+                l, _ = _loss(out, y.to(dev).unsqueeze(0).expand(P, *y.shape), task)
+                l.sum().backward()  # networks are independent: the sum's gradient is each network's own
+                opt.step()
+                train_loss += l.detach().double().cpu()
+            train_loss /= max(len(train_batches), 1)
+            if e > decay_after:
+                opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * lr_decay
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t_train = time.perf_counter() - t0
+        valid_loss, valid_acc = evaluate(valid_batches)
+        rec = {"epoch": e, "train_loss": train_loss.tolist() if e > 0 else None, "valid_loss": valid_loss.tolist(),
+               "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train}
+        if spectrum_inputs is not None:
+            t1 = time.perf_counter()
+            res = population_spectra(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup)
+            rec["spectrum_time_s"] = time.perf_counter() - t1
+            rec["exponents"] = network_exponents(res, P).tolist()
+        records.append(rec)
+        tmp = run_dir / "state.pt.tmp"
+        torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "lr": opt.param_groups[0]["lr"]}, tmp)
+        tmp.replace(run_dir / "state.pt")
+        save_results(run_dir / f"epoch_{e:03d}.json", rec, {"config": config, "config_hash": h})
+        bar.set_postfix(valid_loss=f"{float(valid_loss.mean()):.3f}")
+    return records

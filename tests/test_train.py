@@ -1,0 +1,113 @@
+"""Claims of the population trainer: batched training equals training each network alone,
+and the population's analytic Jacobian and spectra equal each network's own."""
+import pytest
+import torch
+
+from lyabook import rnn
+from lyabook.train import PopulationAdam, PopulationLSTM, network_exponents, population_spectra
+
+
+def _train(model, opt, x, y, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        out, _ = model(x)
+        # sum over networks of each network's own mean loss: no coupling between networks
+        loss = torch.nn.functional.mse_loss(out, y, reduction="none").mean((1, 2, 3)).sum()
+        loss.backward()
+        opt.step()
+
+
+def _single(pop, i):
+    one = PopulationLSTM(1, pop.input_size, pop.hidden_size, pop.output_size, bias=pop.has_bias).double()
+    with torch.no_grad():
+        for a, b in zip(one.parameters(), pop.parameters()):
+            a.copy_(b[i : i + 1])
+    return one
+
+
+def test_population_training_equals_training_each_network_alone():
+    torch.manual_seed(0)
+    P, lrs = 3, [1e-3, 5e-3, 2e-2]
+    pop = PopulationLSTM(P, 2, 5, 2, init_p=[0.05, 0.2, 0.5], bias=True).double()
+    singles = [_single(pop, i) for i in range(P)]
+    x = torch.randn(P, 4, 7, 2, dtype=torch.float64)
+    y = torch.randn(P, 4, 7, 2, dtype=torch.float64)
+    _train(pop, PopulationAdam(pop.parameters(), lr=lrs), x, y, steps=6)
+    for i, one in enumerate(singles):
+        _train(one, PopulationAdam(one.parameters(), lr=lrs[i]), x[i : i + 1], y[i : i + 1], steps=6)
+        for a, b in zip(one.parameters(), pop.parameters()):
+            torch.testing.assert_close(a[0], b[i], atol=1e-12, rtol=0)
+
+
+def test_population_adam_equals_torch_adam_for_one_network():
+    torch.manual_seed(1)
+    pop = PopulationLSTM(1, 2, 4, 2).double()
+    ref = _single(pop, 0)
+    x, y = torch.randn(1, 3, 5, 2, dtype=torch.float64), torch.randn(1, 3, 5, 2, dtype=torch.float64)
+    _train(pop, PopulationAdam(pop.parameters(), lr=0.01), x, y, 5)
+    _train(ref, torch.optim.Adam(ref.parameters(), lr=0.01), x, y, 5)
+    for a, b in zip(pop.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_population_jacobian_is_each_networks_lstm_jacobian():
+    torch.manual_seed(2)
+    pop = PopulationLSTM(3, 2, 4, 2, init_p=0.6, bias=True).double()
+    x = torch.randn(6, 8, dtype=torch.float64)
+    u = torch.randn(6, 2, dtype=torch.float64)
+    _, J = pop.step_and_jacobian(x, u)
+    full = torch.autograd.functional.jacobian(lambda v: pop.step(v.reshape(6, 8), u).reshape(-1), x.reshape(-1))
+    blocks = torch.stack([full[b * 8 : (b + 1) * 8, b * 8 : (b + 1) * 8] for b in range(6)])
+    torch.testing.assert_close(J, blocks, atol=1e-10, rtol=0)
+    # equal to lyabook.rnn.LSTM holding network 1's weights
+    cell = rnn.LSTM(2, 4).double()
+    with torch.no_grad():
+        cell.module.weight_ih_l0.copy_(pop.weight_ih[1]); cell.module.weight_hh_l0.copy_(pop.weight_hh[1])
+        cell.module.bias_ih_l0.copy_(pop.bias[1]); cell.module.bias_hh_l0.zero_()
+    torch.testing.assert_close(J[2:4], cell.jacobian(x[2:4], u[2:4]), atol=1e-12, rtol=0)
+
+
+def test_population_spectra_equal_each_networks_spectrum():
+    torch.manual_seed(3)
+    pop = PopulationLSTM(2, 3, 4, 3, init_p=[0.3, 1.0]).double()
+    inputs = torch.randn(2, 40, 3, dtype=torch.float64)
+    res = population_spectra(pop, inputs, warmup=5)
+    per_net = network_exponents(res, 2)
+    for i in range(2):
+        cell = rnn.LSTM(3, 4, bias=False).double()
+        with torch.no_grad():
+            cell.module.weight_ih_l0.copy_(pop.weight_ih[i]); cell.module.weight_hh_l0.copy_(pop.weight_hh[i])
+        ref = rnn.rnn_spectrum(cell, inputs, warmup=5)
+        torch.testing.assert_close(per_net[i], ref.exponents, atol=1e-10, rtol=0)
+
+
+def _tiny_task(P=2):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (3, 4, 6), generator=g)  # 3 batches of 4 sequences of 6 symbols
+    batches = [(x[i], x[i]) for i in range(3)]  # copy task: learnable in a few steps
+    onehot = lambda v: torch.nn.functional.one_hot(v, 5).to(torch.float64)
+    model = PopulationLSTM(P, 5, 6, 5, init_p=[0.1, 0.3][:P]).double()
+    return model, batches, onehot
+
+
+def test_train_population_records_every_epoch_and_resumes(tmp_path):
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    cfg = {"task": "tiny", "epochs": 3}
+    spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    kw = dict(lr=[0.01, 0.05], config=cfg, out_dir=tmp_path, encode=onehot, spectrum_inputs=spec_in, progress=False)
+    full = train_population(model, batches[:2], batches[2:], epochs=3, **kw)
+    assert [r["epoch"] for r in full] == [0, 1, 2, 3]
+    assert full[0]["train_loss"] is None and len(full[3]["exponents"]) == 2 and len(full[3]["exponents"][0]) == 12
+    assert full[3]["valid_loss"][0] < full[0]["valid_loss"][0]  # it learns
+    # interrupted after epoch 1: a rerun resumes and ends with the same numbers
+    model2, _, _ = _tiny_task()
+    part = train_population(model2, batches[:2], batches[2:], epochs=1, **{**kw, "out_dir": tmp_path / "b"})
+    assert len(part) == 2
+    resumed = train_population(model2, batches[:2], batches[2:], epochs=3, **{**kw, "out_dir": tmp_path / "b"})
+    for a, b in zip(resumed, full):
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-12)
+    # a finished run is loaded, not recomputed
+    again = train_population(model2, batches[:2], batches[2:], epochs=3, **{**kw, "out_dir": tmp_path / "b"})
+    assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in resumed]
