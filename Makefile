@@ -31,6 +31,7 @@ render: $(VENV)/.installed
 # re-executes the smoke-profile references and compares their tagged summaries.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+	rm -rf tests/notebooks/results
 	$(PY) -m pytest -q $(NBVAL) tests/notebooks
 
 # Maintainers: regenerate the nbval references (smoke profile) after changing a notebook,

@@ -70,15 +70,29 @@ def resolve_device_name(device: str) -> str:
     return device
 
 
+def parse_overrides(items) -> dict:
+    """``["epochs=8", "sizes=[1, 2]"]`` -> {"epochs": 8, "sizes": [1, 2]} (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise CLIError(f"--set expects NAME=VALUE, got {item!r}")
+        out[name] = yaml.safe_load(value)
+    return out
+
+
 def run(profile: str = "smoke", device: str = "auto", only=None, out: Path | str = "out/notebooks",
-        root: Path = NOTEBOOKS) -> int:
+        root: Path = NOTEBOOKS, overrides: dict | None = None) -> int:
     """Execute notebooks; print a summary table; return 0, or 1 naming the failed notebook and cell."""
     import papermill as pm
     from tqdm.auto import tqdm
 
     device = resolve_device_name(device)
     names = select(only, notebook_names(root))
-    params = {n: {**load_profile(n, profile, root), "profile": profile, "device": device} for n in names}
+    params = {n: {**load_profile(n, profile, root), **(overrides or {}), "profile": profile, "device": device}
+              for n in names}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, failure = [], None
@@ -109,6 +123,49 @@ def run(profile: str = "smoke", device: str = "auto", only=None, out: Path | str
     if failure:
         print(f"error: {failure}", file=sys.stderr)
         return 1
+    return 0
+
+
+def exec_notebook(path, profile: str = "smoke", device: str = "auto", out: Path | str = "out/exec",
+                  overrides: dict | None = None) -> int:
+    """Run a notebook's code cells in one namespace without Jupyter (for headless machines
+    without papermill): parameters from the profile and ``overrides``, working folder ``out``,
+    figures discarded (Agg backend), the Colab cell skipped. Only the files the notebook
+    writes (its results) remain; use `run` for an executed notebook with outputs."""
+    import json
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"notebook {path} does not exist")
+    device = resolve_device_name(device)
+    params = {**load_profile(path.stem, profile, path.parent), **(overrides or {}), "profile": profile, "device": device}
+    nb = json.loads(path.read_text())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ns = {"__name__": "__main__", "display": print}
+    cwd = os.getcwd()
+    os.chdir(out)
+    try:
+        for i, cell in enumerate(nb["cells"]):
+            tags = cell.get("metadata", {}).get("tags", [])
+            if cell["cell_type"] != "code" or "nbval-skip" in tags or "injected-parameters" in tags:
+                continue
+            src = "".join(cell["source"])
+            if "parameters" in tags:
+                src += "\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+            t0 = time.perf_counter()
+            try:
+                exec(compile(src, f"{path.name}[cell {i}]", "exec"), ns)
+            except Exception as e:
+                print(f"error: notebook {path.stem} failed in cell {i}: {type(e).__name__}: {e}", file=sys.stderr)
+                raise
+            print(f"cell {i}: {time.perf_counter() - t0:.1f} s", flush=True)
+    finally:
+        os.chdir(cwd)
     return 0
 
 
@@ -160,13 +217,23 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="auto", help="auto, cpu or cuda")
     r.add_argument("--only", nargs="+", metavar="NAME", help="notebook names or unique prefixes")
     r.add_argument("--out", default="out/notebooks", help="folder for the executed notebooks and results")
+    r.add_argument("--set", nargs="+", metavar="NAME=VALUE", default=None,
+                   help="override profile parameters (e.g. to run a reduced sweep); recorded in the notebook")
+    x = sub.add_parser("exec", help="run one notebook's code without Jupyter (headless GPU machines)")
+    x.add_argument("notebook")
+    x.add_argument("--profile", default="smoke")
+    x.add_argument("--device", default="auto")
+    x.add_argument("--out", default="out/exec")
+    x.add_argument("--set", nargs="+", metavar="NAME=VALUE", default=None)
     b = sub.add_parser("build", help="build the book (warnings are errors)")
     b.add_argument("--executed", default=None, help="folder of executed notebooks to build from")
     b.add_argument("--out", default="out/book", help="output folder")
     args = p.parse_args(argv)
     try:
         if args.command == "run":
-            return run(args.profile, args.device, args.only, args.out)
+            return run(args.profile, args.device, args.only, args.out, overrides=parse_overrides(args.set))
+        if args.command == "exec":
+            return exec_notebook(args.notebook, args.profile, args.device, args.out, parse_overrides(args.set))
         return build(args.executed, args.out)
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)

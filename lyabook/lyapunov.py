@@ -508,6 +508,7 @@ class _GraphLoop:
         return True
 
 
+@torch.no_grad()  # the system may hold trainable parameters: never build autograd graphs here
 def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph):
     """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy."""
     device = x.device
@@ -533,26 +534,25 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
     acc = torch.zeros(batch, k, dtype=torch.float64, device=device)
     log_rs, qs, interval_steps = [], [], []
     since = 0
-    with torch.no_grad():
-        for t in range(total):
-            loop.advance(t)
-            since += 1
-            if since == t_on or t == warmup - 1 or t == total - 1:
-                log_r = loop.close(t)
-                if t >= warmup:
-                    acc += log_r
-                    interval_steps.append(since)
-                    if "r" in keep:
-                        log_rs.append(log_r.clone())
-                    if "q" in keep:
-                        qs.append(loop.Q.cpu())
-                since = 0
-            if (t + 1) % _CHECK_EVERY == 0 or t == total - 1:
-                try:
-                    if not loop.check():
-                        return None
-                except _Rerun:
-                    return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph=False)
+    for t in range(total):
+        loop.advance(t)
+        since += 1
+        if since == t_on or t == warmup - 1 or t == total - 1:
+            log_r = loop.close(t)
+            if t >= warmup:
+                acc += log_r
+                interval_steps.append(since)
+                if "r" in keep:
+                    log_rs.append(log_r.clone())
+                if "q" in keep:
+                    qs.append(loop.Q.cpu())
+            since = 0
+        if (t + 1) % _CHECK_EVERY == 0 or t == total - 1:
+            try:
+                if not loop.check():
+                    return None
+            except _Rerun:
+                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph=False)
 
     dt = float(getattr(system, "dt", None) or 1.0)
     steps = torch.tensor(interval_steps, dtype=torch.int64)

@@ -99,10 +99,16 @@ class PopulationLSTM(nn.Module):
         return out, (h, c)
 
     # ----------------------------------------------------- system protocol
+    convention = "full"  # or "h_block" (set by population_spectra)
+
     @property
     def state_dim(self) -> int:
         """Flat state of all networks for the engine: batch entry (p, b) is row p * B + b."""
         return 2 * self.hidden_size
+
+    @property
+    def tangent_dim(self) -> int:
+        return 2 * self.hidden_size if self.convention == "full" else self.hidden_size
 
     def step_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
         """x (P*B, 2H) flat (h, c) per row, u (P*B, I) -> (x_next, J (P*B, 2H, 2H)); rows are
@@ -132,7 +138,10 @@ class PopulationLSTM(nn.Module):
         J[:, :, :H, H:] = torch.diag_embed(k * f)
         J[:, :, H:, H:] = torch.diag_embed(f)
         x_next = torch.cat((h_new, c_new), -1).reshape(P * B, 2 * H)
-        return x_next, J.reshape(P * B, 2 * H, 2 * H)
+        J = J.reshape(P * B, 2 * H, 2 * H)
+        if self.convention == "h_block":  # the dissertation's dh'/dh with c held fixed
+            J = J[:, :H, :H]
+        return x_next, J
 
     def step(self, x, u):
         return self.step_and_jacobian(x, u)[0]
@@ -177,18 +186,23 @@ class PopulationAdam(torch.optim.Optimizer):
         return loss
 
 
-def population_spectra(model: PopulationLSTM, inputs: torch.Tensor, warmup: int = 0, **kw):
+def population_spectra(model: PopulationLSTM, inputs: torch.Tensor, warmup: int = 0, convention: str = "full", **kw):
     """Spectra of every network driven by the same sequences: inputs (B, T, I) ->
-    LyapunovResult whose per_sample is (P*B, 2H), network p in rows p*B .. p*B+B-1."""
+    LyapunovResult whose per_sample is (P*B, k), network p in rows p*B .. p*B+B-1.
+    ``convention="h_block"`` gives the dissertation's N-exponent h-block spectra."""
     from .lyapunov import lyapunov_spectrum
 
+    if convention not in ("full", "h_block"):
+        raise ValueError(f"convention must be 'full' or 'h_block', got {convention!r}")
     P = model.n_networks
     was = model.training
     model.eval()
+    model.convention = convention
     try:
         x = inputs.to(model.weight_hh).unsqueeze(0).expand(P, *inputs.shape).reshape(P * inputs.shape[0], *inputs.shape[1:])
         return lyapunov_spectrum(model, None, inputs=x, warmup=warmup, **kw)
     finally:
+        model.convention = "full"
         model.train(was)
 
 
@@ -215,6 +229,8 @@ def _loss(out, y, task):
         loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean((1, 2))
         acc = (out.argmax(-1) == y).to(out.dtype).mean((1, 2))
         return loss, acc
+    if y.ndim == out.ndim - 1:  # one target per sequence: read out the last step
+        out = out[:, :, -1]
     loss = (out - y).square().mean(tuple(range(1, out.ndim)))  # regression: MSE per network
     return loss, None
 
@@ -222,16 +238,19 @@ def _loss(out, y, task):
 def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
-                     encode=None, progress: bool = True) -> list[dict]:
+                     spectrum_conventions=("full",), encode=None, progress: bool = True) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
     ``train_batches`` / ``valid_batches``: lists of (x, y) with x (B, T, ...) shared by every
     network (``encode`` maps x to float inputs (B, T, I), e.g. one-hot characters).
     Epoch 0 records the untrained networks. After every epoch the record is written to
-    ``out_dir/<hash>/epoch_<e>.json`` (with the configuration and its hash) and the model and
-    optimizer to ``state.pt``, both atomically; a rerun with the same configuration resumes
-    after the last finished epoch, and a finished run is loaded, not recomputed.
+    ``out_dir/<hash>/epoch_<e>.json`` (with the configuration, its hash and the device) and the
+    model and optimizer to ``state.pt``, both atomically; a rerun with the same configuration
+    resumes after the last finished epoch, and a finished run is loaded from its records, not
+    recomputed (the records alone suffice: ``state.pt`` is only read to continue training).
+    ``spectrum_conventions``: "full" (exponents) and/or "h_block" (exponents_h_block, the
+    dissertation's convention).
     The learning rate is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
     Returns the list of epoch records.
     """
@@ -257,6 +276,8 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
             break
         records.append(json.loads(f.read_text())["results"])
     start = len(records)
+    if start > epochs:
+        return records
     if start > 0:
         state = torch.load(run_dir / "state.pt", map_location=model.weight_hh.device, weights_only=False)
         if state["epoch"] != start - 1:
@@ -305,15 +326,19 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         rec = {"epoch": e, "train_loss": train_loss.tolist() if e > 0 else None, "valid_loss": valid_loss.tolist(),
                "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train}
         if spectrum_inputs is not None:
-            t1 = time.perf_counter()
-            res = population_spectra(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup)
-            rec["spectrum_time_s"] = time.perf_counter() - t1
-            rec["exponents"] = network_exponents(res, P).tolist()
+            for conv in spectrum_conventions:
+                t1 = time.perf_counter()
+                res = population_spectra(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup, convention=conv)
+                key = "exponents" if conv == "full" else f"exponents_{conv}"
+                rec[f"spectrum_time_s" if conv == "full" else f"spectrum_time_s_{conv}"] = time.perf_counter() - t1
+                rec[key] = network_exponents(res, P).tolist()
         records.append(rec)
         tmp = run_dir / "state.pt.tmp"
         torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "lr": opt.param_groups[0]["lr"]}, tmp)
         tmp.replace(run_dir / "state.pt")
-        save_results(run_dir / f"epoch_{e:03d}.json", rec, {"config": config, "config_hash": h})
+        device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+        save_results(run_dir / f"epoch_{e:03d}.json", rec,
+                     {"config": config, "config_hash": h, "device": device_name, "torch": torch.__version__})
         bar.set_postfix(valid_loss=f"{float(valid_loss.mean()):.3f}")
     return records
