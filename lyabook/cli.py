@@ -58,6 +58,12 @@ def load_profile(name: str, profile: str, root: Path = NOTEBOOKS) -> dict:
     return params
 
 
+def notebook_parameters(name: str, profile: str, device: str, overrides: dict | None = None,
+                        root: Path = NOTEBOOKS) -> dict:
+    """Profile file, then ``--set`` overrides, then profile and device (always injected)."""
+    return {**load_profile(name, profile, root), **(overrides or {}), "profile": profile, "device": device}
+
+
 def resolve_device_name(device: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         raise CLIError(f"unknown device {device!r}; choose one of: auto, cpu, cuda")
@@ -91,8 +97,7 @@ def run(profile: str = "smoke", device: str = "auto", only=None, out: Path | str
 
     device = resolve_device_name(device)
     names = select(only, notebook_names(root))
-    params = {n: {**load_profile(n, profile, root), **(overrides or {}), "profile": profile, "device": device}
-              for n in names}
+    params = {n: notebook_parameters(n, profile, device, overrides, root) for n in names}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, failure = [], None
@@ -142,7 +147,7 @@ def exec_notebook(path, profile: str = "smoke", device: str = "auto", out: Path 
     if not path.is_file():
         raise CLIError(f"notebook {path} does not exist")
     device = resolve_device_name(device)
-    params = {**load_profile(path.stem, profile, path.parent), **(overrides or {}), "profile": profile, "device": device}
+    params = notebook_parameters(path.stem, profile, device, overrides, path.parent)
     nb = json.loads(path.read_text())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,7 +167,7 @@ def exec_notebook(path, profile: str = "smoke", device: str = "auto", out: Path 
                 exec(compile(src, f"{path.name}[cell {i}]", "exec"), ns)
             except Exception as e:
                 print(f"error: notebook {path.stem} failed in cell {i}: {type(e).__name__}: {e}", file=sys.stderr)
-                raise
+                return 1
             print(f"cell {i}: {time.perf_counter() - t0:.1f} s", flush=True)
     finally:
         os.chdir(cwd)

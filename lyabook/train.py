@@ -258,7 +258,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     import time
     from pathlib import Path
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: no ipywidgets warning inside notebooks
 
     from .provenance import save_results
 

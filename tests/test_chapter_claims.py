@@ -88,3 +88,32 @@ def test_errata_transpose_changes_exponents_but_not_their_sum():
     assert abs(t["lambda_max_JQ"] - t["lambda_max_JTQ"]) > 1e-3
     assert abs(t["sum_JQ"] - t["sum_JTQ"]) < 1e-8
     assert abs(ev["lstm_state"]["full_lambda_max"] - ev["lstm_state"]["h_block_lambda_max"]) > 0.1
+
+
+@pytest.fixture(scope="module")
+def training():
+    return json.loads((RESULTS / "03_training_evolution.json").read_text())
+
+
+def test_training_chapter_states_its_reductions_and_devices(training):
+    """A reduced run says so: the reductions it saved are exactly the parameters that differ
+    from the full profile, and it names the devices that trained."""
+    import yaml
+
+    full = yaml.safe_load((RESULTS.parent / "profiles" / "full" / "03_training_evolution.yaml").read_text())
+    red = training["results"]["reductions"]
+    assert set(red) <= set(full)
+    for k, v in red.items():
+        assert v["dissertation scale"] == full[k] and v["this run"] != full[k]
+    assert training["provenance"]["training_devices"]
+
+
+def test_training_chapter_networks_learn_and_spectra_are_full_state(training):
+    r = training["results"]
+    fig26 = r["fig26"]
+    vl = r["sweep"]["valid_loss"]
+    assert all(last < first for first, last in zip(vl[0], vl[-1]))  # every network learned
+    spectra = fig26["exponents"]  # (epochs + 1, networks, 2H)
+    assert len(spectra[0]) == len(fig26["p"]) and len(spectra[0][0]) % 2 == 0
+    change = max(abs(a - b) for n0, n1 in zip(spectra[0], spectra[-1]) for a, b in zip(n0, n1))
+    assert change > 0.01  # the spectra move during training (Fig. 2.6)

@@ -114,3 +114,21 @@ def test_book_builds_without_warnings(tmp_path):
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert (tmp_path / "book" / "_build" / "html" / "notebooks" / "01_lorenz.html").is_file()
+
+
+def test_cli_exec_runs_a_notebook_without_jupyter_and_names_the_failed_cell(tmp_path, capsys):
+    root = tmp_path / "nbs"
+    (root / "profiles" / "smoke").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("profile = 'full'\ndevice = 'cpu'\nx = 1")
+    params.metadata["tags"] = ["parameters"]
+    colab = nbformat.v4.new_code_cell("%pip install nothing")
+    colab.metadata["tags"] = ["nbval-skip"]
+    nb.cells = [colab, params, nbformat.v4.new_code_cell("open('out.txt', 'w').write(str(x) + profile)"),
+                nbformat.v4.new_code_cell("1 / (x - 3)")]
+    nbformat.write(nb, root / "demo.ipynb")
+    (root / "profiles" / "smoke" / "demo.yaml").write_text("x: 2\n")
+    assert cli.exec_notebook(root / "demo.ipynb", "smoke", "cpu", tmp_path / "o1") == 0
+    assert (tmp_path / "o1" / "out.txt").read_text() == "2smoke"
+    assert cli.exec_notebook(root / "demo.ipynb", "smoke", "cpu", tmp_path / "o2", {"x": 3}) == 1
+    assert "notebook demo failed in cell 3: ZeroDivisionError" in capsys.readouterr().err
