@@ -43,6 +43,7 @@ __all__ = [
     "LEM",
     "from_torch",
     "rnn_spectrum",
+    "lstm_jacobian",
     "CELLS",
 ]
 
@@ -274,6 +275,38 @@ class RNN(_TorchBacked):
         return h_new, _rows(dact, w_hh), _rows(dact, w_ih) if input_jac else None
 
 
+def lstm_jacobian(c, i, f, g, o, tc, w_hh, w_ih=None):
+    """Jacobian of one LSTM step (torch's gate order i, f, g, o) from its activations.
+
+    ``c`` is the previous cell state, ``i, f, g, o`` the gate activations and ``tc`` =
+    tanh(c_new), all (..., H). ``w_hh`` (4H, H) and ``w_ih`` (4H, I) broadcast against the
+    leading dimensions: one network's weights, or a population's as (P, 1, 4H, H) with
+    activations (P, B, H). Returns J (..., 2H, 2H) on the state (h, c), and d(h', c')/du
+    (..., 2H, I) when ``w_ih`` is given, else None::
+
+        dc'/dh = diag(c f(1-f)) W_f + diag(g i(1-i)) W_i + diag(i (1-g^2)) W_g,  dc'/dc = diag(f)
+        dh'/dh = diag(tanh(c') o(1-o)) W_o + diag(o (1-tanh^2 c')) dc'/dh,      dh'/dc = diag(o (1-tanh^2 c') f)
+    """
+    H = c.shape[-1]
+    # d c'/d (pre-activations of i, f, g) and d h'/d (pre-activation of o)
+    a_c = torch.cat((g * _dsigmoid(i), c * _dsigmoid(f), i * _dtanh(g)), -1)  # (..., 3H)
+    a_o = tc * _dsigmoid(o)
+    k = o * _dtanh(tc)
+
+    def through(W):  # (dc'/dv, dh'/dv), each (..., H, m), through the gates' weights W (..., 4H, m)
+        dc = _rows(a_c, W[..., : 3 * H, :]).unflatten(-2, (3, H)).sum(-3)
+        dh = _rows(a_o, W[..., 3 * H :, :]) + k.unsqueeze(-1) * dc
+        return dc, dh
+
+    dc_dh, dh_dh = through(w_hh)
+    J = torch.cat((torch.cat((dh_dh, torch.diag_embed(k * f)), -1),
+                   torch.cat((dc_dh, torch.diag_embed(f)), -1)), -2)
+    if w_ih is None:
+        return J, None
+    dc_du, dh_du = through(w_ih)
+    return J, torch.cat((dh_du, dc_du), -2)
+
+
 class LSTM(_TorchBacked):
     """LSTM (torch's equations, gate order i, f, g, o); state per layer (h, c).
 
@@ -302,28 +335,7 @@ class LSTM(_TorchBacked):
         s_new = torch.cat((h_new, c_new), -1)
         if not jac:
             return s_new
-        # d c'/d (gate pre-activations i, f, g) and d h'/d o, stacked in torch's gate order
-        a_c = torch.cat((g * _dsigmoid(i), c * _dsigmoid(f), i * _dtanh(g)), -1)  # (B, 3H)
-        a_o = tc * _dsigmoid(o)
-        k = o * _dtanh(tc)
-
-        def through(W):  # W (4H, m): returns dc'/dv, dh'/dv through the gates, (B, H, m) each
-            Wi, Wf, Wg, Wo = W.chunk(4, 0)
-            dc = (_rows(a_c, torch.cat((Wi, Wf, Wg), 0))).reshape(-1, 3, H, W.shape[1]).sum(1)
-            dh = _rows(a_o, Wo) + k.unsqueeze(-1) * dc
-            return dc, dh
-
-        dc_dh, dh_dh = through(w_hh)
-        B = s.shape[0]
-        J = s.new_zeros(B, 2 * H, 2 * H)
-        J[:, :H, :H] = dh_dh
-        J[:, H:, :H] = dc_dh
-        J[:, :H, H:] = torch.diag_embed(k * f)
-        J[:, H:, H:] = torch.diag_embed(f)
-        Ju = None
-        if input_jac:
-            dc_du, dh_du = through(w_ih)
-            Ju = torch.cat((dh_du, dc_du), 1)
+        J, Ju = lstm_jacobian(c, i, f, g, o, tc, w_hh, w_ih if input_jac else None)
         return s_new, J, Ju
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .rnn import lstm_jacobian
+
 __all__ = ["PopulationLSTM", "PopulationAdam", "population_spectra", "network_exponents"]
 
 
@@ -126,17 +128,8 @@ class PopulationLSTM(nn.Module):
         c_new = f * c + i * g
         tc = torch.tanh(c_new)
         h_new = o * tc
-        # analytic Jacobian (see lyabook.rnn.LSTM), with per-network weight matrices
-        Wi, Wf, Wg, Wo = self.weight_hh.chunk(4, 1)  # each (P, H, H)
-        rows = lambda s, W: s.unsqueeze(-1) * W.unsqueeze(1)  # diag(s) W: (P, B, H, H)
-        dc_dh = rows(g * i * (1 - i), Wi) + rows(c * f * (1 - f), Wf) + rows(i * (1 - g * g), Wg)
-        k = o * (1 - tc * tc)
-        dh_dh = rows(tc * o * (1 - o), Wo) + k.unsqueeze(-1) * dc_dh
-        J = x.new_zeros(P, B, 2 * H, 2 * H)
-        J[:, :, :H, :H] = dh_dh
-        J[:, :, H:, :H] = dc_dh
-        J[:, :, :H, H:] = torch.diag_embed(k * f)
-        J[:, :, H:, H:] = torch.diag_embed(f)
+        # the single-network LSTM Jacobian, with each network's weights broadcast over its rows
+        J, _ = lstm_jacobian(c, i, f, g, o, tc, self.weight_hh.unsqueeze(1))
         x_next = torch.cat((h_new, c_new), -1).reshape(P * B, 2 * H)
         J = J.reshape(P * B, 2 * H, 2 * H)
         if self.convention == "h_block":  # the dissertation's dh'/dh with c held fixed
@@ -288,14 +281,17 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     dev = model.weight_hh.device
     P = model.n_networks
 
+    def population_batch(x, y):  # the same batch for every network: (P, B, T, I), targets (P, B, ...)
+        return encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1), y.to(dev).unsqueeze(0).expand(P, *y.shape)
+
     def evaluate(batches):
         model.eval()
         tot, acc, n = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64), 0
         with torch.no_grad():
             for x, y in batches:
-                xin = encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1)
+                xin, yin = population_batch(x, y)
                 out, _ = model(xin)
-                l, a = _loss(out, y.to(dev).unsqueeze(0).expand(P, *y.shape), task)
+                l, a = _loss(out, yin, task)
                 tot += l.double().cpu(); n += 1
                 if a is not None:
                     acc += a.double().cpu()
@@ -309,10 +305,10 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         if e > 0:
             model.train()
             for x, y in train_batches:
-                xin = encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1)
+                xin, yin = population_batch(x, y)
                 opt.zero_grad(set_to_none=True)
                 out, _ = model(xin)
-                l, _ = _loss(out, y.to(dev).unsqueeze(0).expand(P, *y.shape), task)
+                l, _ = _loss(out, yin, task)
                 l.sum().backward()  # networks are independent: the sum's gradient is each network's own
                 opt.step()
                 train_loss += l.detach().double().cpu()
