@@ -345,3 +345,20 @@ def test_cuda_system_that_cannot_be_captured_runs_eagerly():
     ok = lyapunov_spectrum(_counter_map(lambda t: torch.eye(2)), x0, 10)
     assert not ok.cuda_graph
     torch.testing.assert_close(ok.exponents, torch.zeros(2, dtype=torch.float64))
+
+
+def test_cholesky_qr3_accepts_large_ill_conditioned_frames_it_orthonormalizes():
+    """k = 300, cond 1e11: CholeskyQR3 is orthonormal to ~1e-15, and its acceptance test must
+    say so (a Gershgorin bound on the Gram matrix, whose row sums grow with k, rejected such
+    frames and sent GPU runs to the slow Householder re-run)."""
+    from lyabook.lyapunov import _cholesky_qr3
+
+    g = torch.Generator().manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(2, 300, 300, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(2, 300, 300, generator=g, dtype=torch.float64))
+    X = U @ torch.diag(torch.logspace(0, -11, 300, dtype=torch.float64)) @ V.mT
+    Q, log_r, ok = _cholesky_qr3(X)
+    assert bool(ok)
+    assert (Q.mT @ Q - torch.eye(300, dtype=torch.float64)).abs().max() < 1e-13
+    _, log_r_h = lyabook.orthonormalize(X, "householder")
+    torch.testing.assert_close(log_r[:, :100], log_r_h[:, :100], atol=1e-8, rtol=0)
