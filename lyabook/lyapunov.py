@@ -179,13 +179,13 @@ def _householder(q: torch.Tensor):
 def _cholesky_pass(x: torch.Tensor, shift: torch.Tensor | None = None):
     """One CholeskyQR pass: ``G = X^T X (+ shift I) = R^T R``, ``Q = X R^-1``.
 
-    Returns (Q, log diag R, Gram matrix, Cholesky info)."""
+    Returns (Q, log diag R, Cholesky info)."""
     g = x.mT @ x
     if shift is not None:
-        g = g + shift[:, None, None] * torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+        g.diagonal(dim1=-2, dim2=-1).add_(shift.unsqueeze(-1))
     l, info = torch.linalg.cholesky_ex(g)
     q = torch.linalg.solve_triangular(l.mT, x, upper=True, left=False)
-    return q, torch.log(l.diagonal(dim1=-2, dim2=-1)), g, info
+    return q, torch.log(l.diagonal(dim1=-2, dim2=-1)), info
 
 
 def _cholesky_qr3(q: torch.Tensor):
@@ -208,11 +208,12 @@ def _cholesky_qr3(q: torch.Tensor):
     d, k = q.shape[-2], q.shape[-1]
     u = torch.finfo(q.dtype).eps / 2
     shift = 11.0 * (d * k + k * (k + 1)) * u * q.square().sum((-2, -1))
-    q1, lr1, _, info1 = _cholesky_pass(q, shift)
-    q2, lr2, _, info2 = _cholesky_pass(q1)
-    q3, lr3, _, info3 = _cholesky_pass(q2)
-    eye = torch.eye(k, dtype=q.dtype, device=q.device)
-    orthogonal = (q3.mT @ q3 - eye).abs().amax().le(_ORTHO_TOL)  # False for NaN too
+    q1, lr1, info1 = _cholesky_pass(q, shift)
+    q2, lr2, info2 = _cholesky_pass(q1)
+    q3, lr3, info3 = _cholesky_pass(q2)
+    gram = q3.mT @ q3
+    gram.diagonal(dim1=-2, dim2=-1).sub_(1.0)  # Q^T Q - I
+    orthogonal = gram.abs().amax().le(_ORTHO_TOL)  # False for NaN too
     ok = info1.eq(0).all() & info2.eq(0).all() & info3.eq(0).all() & orthogonal
     return q3, lr1 + lr2 + lr3, ok
 
