@@ -73,15 +73,21 @@ class PopulationLSTM(nn.Module):
                     prm[i].copy_((torch.rand(prm[i].shape, generator=g) * 2 - 1) * p)
 
     # ----------------------------------------------------------------- forward
-    def _cell(self, x_t, h, c):
-        """One step for all networks: x_t (P, B, I), h, c (P, B, H)."""
+    def _activations(self, x_t, h, c):
+        """Gate activations i, f, g, o, the new cell state and tanh of it, all (P, B, H),
+        from x_t (P, B, I) and h, c (P, B, H): one LSTM step for every network."""
         gates = torch.baddbmm(self.bias.unsqueeze(1), x_t, self.weight_ih.mT) if self.bias is not None \
             else torch.bmm(x_t, self.weight_ih.mT)
         gates = gates + torch.bmm(h, self.weight_hh.mT)
-        i, f, g, o = gates.chunk(4, -1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        gi, gf, gg, go = gates.chunk(4, -1)
+        i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
+        c_new = f * c + i * g
+        return i, f, g, o, c_new, torch.tanh(c_new)
+
+    def _cell(self, x_t, h, c):
+        """One step for all networks: x_t (P, B, I), h, c (P, B, H) -> (h', c')."""
+        _, _, _, o, c_new, tc = self._activations(x_t, h, c)
+        return o * tc, c_new
 
     def forward(self, x: torch.Tensor, state=None):
         """x (P, B, T, I) -> (outputs (P, B, T, O), (h, c) each (P, B, H))."""
@@ -112,21 +118,21 @@ class PopulationLSTM(nn.Module):
     def tangent_dim(self) -> int:
         return 2 * self.hidden_size if self.convention == "full" else self.hidden_size
 
-    def step_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
-        """x (P*B, 2H) flat (h, c) per row, u (P*B, I) -> (x_next, J (P*B, 2H, 2H)); rows are
-        grouped by network (all B rows of network 0 first)."""
+    def _split(self, x):
+        """Flat rows (P*B, 2H) -> h, c (P, B, H) each."""
         P, H = self.n_networks, self.hidden_size
         B = x.shape[0] // P
         if x.shape[0] != P * B:
             raise ValueError(f"batch {x.shape[0]} is not a multiple of the population size {P}")
-        h, c = x[:, :H].reshape(P, B, H), x[:, H:].reshape(P, B, H)
-        gates = torch.bmm(u.reshape(P, B, -1), self.weight_ih.mT) + torch.bmm(h, self.weight_hh.mT)
-        if self.bias is not None:
-            gates = gates + self.bias.unsqueeze(1)
-        gi, gf, gg, go = gates.chunk(4, -1)
-        i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
-        c_new = f * c + i * g
-        tc = torch.tanh(c_new)
+        return x[:, :H].reshape(P, B, H), x[:, H:].reshape(P, B, H)
+
+    def step_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
+        """x (P*B, 2H) flat (h, c) per row, u (P*B, I) -> (x_next, J (P*B, 2H, 2H)); rows are
+        grouped by network (all B rows of network 0 first)."""
+        P, H = self.n_networks, self.hidden_size
+        h, c = self._split(x)
+        B = h.shape[1]
+        i, f, g, o, c_new, tc = self._activations(u.reshape(P, B, -1), h, c)
         h_new = o * tc
         # the single-network LSTM Jacobian, with each network's weights broadcast over its rows
         J, _ = lstm_jacobian(c, i, f, g, o, tc, self.weight_hh.unsqueeze(1))
@@ -137,7 +143,9 @@ class PopulationLSTM(nn.Module):
         return x_next, J
 
     def step(self, x, u):
-        return self.step_and_jacobian(x, u)[0]
+        h, c = self._split(x)
+        h_new, c_new = self._cell(u.reshape(h.shape[0], h.shape[1], -1), h, c)
+        return torch.cat((h_new, c_new), -1).reshape(x.shape)
 
     def jacobian(self, x, u):
         return self.step_and_jacobian(x, u)[1]
