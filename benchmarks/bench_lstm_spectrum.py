@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,28 +28,10 @@ import torch
 
 import lyabook
 from lyabook import lyapunov_spectrum, rnn
-from lyabook.reference import per_sample_autograd_spectrum
+from lyabook.reference import per_sample_autograd_spectrum, timed
 from lyabook.systems import Map
 
 BATCH, STEPS, INPUT = 10, 100, 32
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats=1):
-    """Best wall time of `repeats` calls (after the caller's warm-up)."""
-    best = float("inf")
-    out = None
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        out = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def matmul_floor(d, device, dtype):

@@ -454,7 +454,7 @@ class _GraphLoop:
     a non-finite value raises `_Rerun` (the eager loop then names the step).
     """
 
-    def __init__(self, f, ortho, x, inputs, Q, warmup):
+    def __init__(self, f, ortho, x, inputs, Q):
         self.f, self.ortho, self.inputs = f, ortho, inputs
         self.x, self.Q = x.clone(), Q.clone()
         self.u = inputs[:, 0].clone() if inputs is not None else None
@@ -526,7 +526,7 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
         # validate shapes eagerly first (a graph would hide the error), then capture
         _EagerLoop(f, ortho, x, inputs, Q, warmup).advance(0)
         try:
-            loop = _GraphLoop(f, ortho, x, inputs, Q, warmup)
+            loop = _GraphLoop(f, ortho, x, inputs, Q)
         except Exception as e:  # a system that synchronizes or is otherwise not capturable
             if cuda_graph is True:
                 raise RuntimeError(f"cuda_graph=True but the system could not be captured: {e}") from e

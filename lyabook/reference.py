@@ -7,9 +7,11 @@ benchmark and the chapters' cost tables time it against `lyapunov_spectrum`.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
-__all__ = ["per_sample_autograd_spectrum"]
+__all__ = ["per_sample_autograd_spectrum", "timed"]
 
 
 def per_sample_autograd_spectrum(system, x0: torch.Tensor, inputs: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
@@ -30,3 +32,19 @@ def per_sample_autograd_spectrum(system, x0: torch.Tensor, inputs: torch.Tensor,
             acc += torch.log(torch.diagonal(R).abs())
         out.append(acc / n_steps)
     return torch.stack(out)
+
+
+def timed(fn, device=None, repeats: int = 1):
+    """(best wall time in seconds over ``repeats`` calls, last result) of ``fn()``; on a CUDA
+    ``device`` it synchronizes before and after each call so the time covers the GPU work."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best, out

@@ -334,7 +334,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
                 t1 = time.perf_counter()
                 res = population_spectra(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup, convention=conv)
                 key = "exponents" if conv == "full" else f"exponents_{conv}"
-                rec[f"spectrum_time_s" if conv == "full" else f"spectrum_time_s_{conv}"] = time.perf_counter() - t1
+                rec["spectrum_time_s" if conv == "full" else f"spectrum_time_s_{conv}"] = time.perf_counter() - t1
                 rec[key] = network_exponents(res, P).tolist()
         records.append(rec)
         tmp = run_dir / "state.pt.tmp"
