@@ -17,7 +17,7 @@ from torch import nn
 
 from .rnn import lstm_jacobian
 
-__all__ = ["PopulationLSTM", "PopulationAdam", "population_spectra", "network_exponents"]
+__all__ = ["PopulationLSTM", "PopulationAdam", "population_spectra", "population_exponents", "network_exponents"]
 
 
 def _per_network(value, n: int, name: str) -> torch.Tensor:
@@ -72,21 +72,48 @@ class PopulationLSTM(nn.Module):
                 for prm in self.parameters():
                     prm[i].copy_((torch.rand(prm[i].shape, generator=g) * 2 - 1) * p)
 
+    def networks(self, index: slice) -> "PopulationLSTM":
+        """The sub-population ``index`` (a slice of networks), sharing this one's parameters
+        (views, no copy): used to compute spectra of a large population in parts."""
+        if not isinstance(index, slice):
+            raise TypeError(f"index must be a slice of networks, got {type(index).__name__}")
+        ids = range(self.n_networks)[index]
+        if len(ids) == 0:
+            raise ValueError(f"slice {index} selects no network of the {self.n_networks}")
+        sub = PopulationLSTM.__new__(PopulationLSTM)
+        nn.Module.__init__(sub)
+        sub.n_networks, sub.input_size, sub.hidden_size, sub.output_size = len(ids), self.input_size, self.hidden_size, self.output_size
+        sub.init_p, sub.dropout, sub.has_bias = self.init_p[index], self.dropout[index], self.has_bias
+        for name, prm in self.named_parameters():
+            setattr(sub, name, nn.Parameter(prm.detach()[index], requires_grad=False))
+        if self.bias is None:
+            sub.bias = None
+        sub.train(self.training)
+        return sub
+
     # ----------------------------------------------------------------- forward
-    def _activations(self, x_t, h, c):
+    def _input_projection(self, x):
+        """W_ih x (+ b) for inputs x (P, B, [T,] I): computed for a whole sequence at once,
+        outside the time loop (one large product instead of T small ones)."""
+        shape = x.shape
+        z = torch.bmm(x.reshape(shape[0], -1, shape[-1]), self.weight_ih.mT)
+        if self.bias is not None:
+            z = z + self.bias.unsqueeze(1)
+        return z.reshape(*shape[:-1], 4 * self.hidden_size)
+
+    def _activations(self, z_t, h, c):
         """Gate activations i, f, g, o, the new cell state and tanh of it, all (P, B, H),
-        from x_t (P, B, I) and h, c (P, B, H): one LSTM step for every network."""
-        gates = torch.baddbmm(self.bias.unsqueeze(1), x_t, self.weight_ih.mT) if self.bias is not None \
-            else torch.bmm(x_t, self.weight_ih.mT)
-        gates = gates + torch.bmm(h, self.weight_hh.mT)
+        from the input projection z_t (P, B, 4H) and h, c (P, B, H): one LSTM step for
+        every network."""
+        gates = torch.baddbmm(z_t, h, self.weight_hh.mT)
         gi, gf, gg, go = gates.chunk(4, -1)
         i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
         c_new = f * c + i * g
         return i, f, g, o, c_new, torch.tanh(c_new)
 
-    def _cell(self, x_t, h, c):
-        """One step for all networks: x_t (P, B, I), h, c (P, B, H) -> (h', c')."""
-        _, _, _, o, c_new, tc = self._activations(x_t, h, c)
+    def _cell(self, z_t, h, c):
+        """One step for all networks: z_t (P, B, 4H) input projection, h, c (P, B, H) -> (h', c')."""
+        _, _, _, o, c_new, tc = self._activations(z_t, h, c)
         return o * tc, c_new
 
     def forward(self, x: torch.Tensor, state=None):
@@ -95,9 +122,10 @@ class PopulationLSTM(nn.Module):
         if P != self.n_networks:
             raise ValueError(f"inputs have {P} networks in dim 0, the population has {self.n_networks}")
         h, c = state if state is not None else (x.new_zeros(P, B, self.hidden_size),) * 2
+        z = self._input_projection(x)  # (P, B, T, 4H)
         hs = []
         for t in range(T):
-            h, c = self._cell(x[:, :, t], h, c)
+            h, c = self._cell(z[:, :, t], h, c)
             hs.append(h)
         hs = torch.stack(hs, 2)  # (P, B, T, H)
         if self.training and bool((self.dropout > 0).any()):
@@ -132,7 +160,7 @@ class PopulationLSTM(nn.Module):
         P, H = self.n_networks, self.hidden_size
         h, c = self._split(x)
         B = h.shape[1]
-        i, f, g, o, c_new, tc = self._activations(u.reshape(P, B, -1), h, c)
+        i, f, g, o, c_new, tc = self._activations(self._input_projection(u.reshape(P, B, -1)), h, c)
         h_new = o * tc
         # the single-network LSTM Jacobian, with each network's weights broadcast over its rows
         J, _ = lstm_jacobian(c, i, f, g, o, tc, self.weight_hh.unsqueeze(1))
@@ -144,7 +172,7 @@ class PopulationLSTM(nn.Module):
 
     def step(self, x, u):
         h, c = self._split(x)
-        h_new, c_new = self._cell(u.reshape(h.shape[0], h.shape[1], -1), h, c)
+        h_new, c_new = self._cell(self._input_projection(u.reshape(h.shape[0], h.shape[1], -1)), h, c)
         return torch.cat((h_new, c_new), -1).reshape(x.shape)
 
     def jacobian(self, x, u):
@@ -207,6 +235,31 @@ def population_spectra(model: PopulationLSTM, inputs: torch.Tensor, warmup: int 
         model.train(was)
 
 
+def population_exponents(model: PopulationLSTM, inputs: torch.Tensor, warmup: int = 0, convention: str = "full",
+                         networks_per_call: int | None = None, **kw) -> torch.Tensor:
+    """(P, k) mean spectrum of every network over the sequences ``inputs`` (B, T, I), computed
+    ``networks_per_call`` networks at a time (default: as many as keep each float64 frame
+    buffer (networks x B x d x d) within 2 GiB; CholeskyQR3 holds several such buffers, so a
+    population of 60 LSTMs of 512 units in one call would need tens of GiB)."""
+    d = 2 * model.hidden_size if convention == "full" else model.hidden_size
+    if networks_per_call is None:
+        networks_per_call = max(1, (2 << 30) // (inputs.shape[0] * d * d * 8))
+    networks_per_call = _as_positive_int("networks_per_call", networks_per_call)
+    out = []
+    for a in range(0, model.n_networks, networks_per_call):
+        sub = model.networks(slice(a, a + networks_per_call))
+        out.append(network_exponents(population_spectra(sub, inputs, warmup=warmup, convention=convention, **kw), sub.n_networks))
+        if model.weight_hh.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
+            torch.cuda.empty_cache()
+    return torch.cat(out)
+
+
+def _as_positive_int(name, value):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def network_exponents(result, n_networks: int) -> torch.Tensor:
     """(P, k) mean spectrum of each network from `population_spectra`'s result."""
     ps = result.per_sample
@@ -239,25 +292,34 @@ def _loss(out, y, task):
 def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
-                     spectrum_conventions=("full",), encode=None, progress: bool = True) -> list[dict]:
+                     spectrum_conventions=("full",), encode=None, progress: bool = True,
+                     time_limit_s: float | None = None) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
     ``train_batches`` / ``valid_batches``: lists of (x, y) with x (B, T, ...) shared by every
     network (``encode`` maps x to float inputs (B, T, I), e.g. one-hot characters).
     Epoch 0 records the untrained networks. After every epoch the record is written to
-    ``out_dir/<hash>/epoch_<e>.json`` (with the configuration, its hash and the device) and the
+    ``out_dir/<hash>/epoch_<e>.json`` (with the configuration, its hash and the device; the
+    spectra as float32 arrays in ``epoch_<e>.npz`` beside it) and the
     model and optimizer to ``state.pt``, both atomically; a rerun with the same configuration
     resumes after the last finished epoch, and a finished run is loaded from its records, not
     recomputed (the records alone suffice: ``state.pt`` is only read to continue training).
     ``spectrum_conventions``: "full" (exponents) and/or "h_block" (exponents_h_block, the
     dissertation's convention).
     The learning rate is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
-    Returns the list of epoch records.
+    Leave the number of epochs out of ``config``: nothing before epoch e depends on it, so a
+    run asked for more epochs later continues the records of a shorter one (``lr_decay`` and
+    ``decay_after`` are hashed with the configuration).
+    ``time_limit_s``: stop after the first epoch that ends past this many seconds of this
+    call (a GPU session's budget, say); the records so far are kept and a rerun resumes.
+    Returns the list of epoch records (fewer than ``epochs + 1`` when the time limit stopped it).
     """
     import json
     import time
     from pathlib import Path
+
+    import numpy as np
 
     from tqdm import tqdm  # plain text bar: no ipywidgets warning inside notebooks
 
@@ -266,7 +328,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     encode = encode or (lambda x: x)
-    h = config_hash(config)
+    h = config_hash({**config, "lr_decay": lr_decay, "decay_after": decay_after})
     run_dir = Path(out_dir) / h
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = PopulationAdam(model.parameters(), lr=lr)
@@ -275,7 +337,11 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         f = run_dir / f"epoch_{e:03d}.json"
         if not f.is_file():
             break
-        records.append(json.loads(f.read_text())["results"])
+        rec = json.loads(f.read_text())["results"]
+        if "arrays" in rec:  # the spectra, (P, k) float32 each, live in an NPZ beside the JSON
+            with np.load(run_dir / rec.pop("arrays")) as z:
+                rec.update({k: z[k] for k in z.files})
+        records.append(rec)
     start = len(records)
     if start > epochs:
         return records
@@ -288,6 +354,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         opt.param_groups[0]["lr"] = state["lr"]
     dev = model.weight_hh.device
     P = model.n_networks
+    t_call = time.perf_counter()
 
     def population_batch(x, y):  # the same batch for every network: (P, B, T, I), targets (P, B, ...)
         return encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1), y.to(dev).unsqueeze(0).expand(P, *y.shape)
@@ -309,7 +376,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     bar = tqdm(range(start, epochs + 1), desc=f"population {h} ({P} networks)", disable=not progress)
     for e in bar:
         t0 = time.perf_counter()
-        train_loss = torch.zeros(P, dtype=torch.float64)
+        train_loss = torch.zeros(P, dtype=torch.float64, device=dev)  # summed on the device: no sync per batch
         if e > 0:
             model.train()
             for x, y in train_batches:
@@ -319,7 +386,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
                 l, _ = _loss(out, yin, task)
                 l.sum().backward()  # networks are independent: the sum's gradient is each network's own
                 opt.step()
-                train_loss += l.detach().double().cpu()
+                train_loss += l.detach().double()
             train_loss /= max(len(train_batches), 1)
             if e > decay_after:
                 opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * lr_decay
@@ -327,22 +394,35 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
             torch.cuda.synchronize()
         t_train = time.perf_counter() - t0
         valid_loss, valid_acc = evaluate(valid_batches)
-        rec = {"epoch": e, "train_loss": train_loss.tolist() if e > 0 else None, "valid_loss": valid_loss.tolist(),
+        rec = {"epoch": e, "train_loss": train_loss.cpu().tolist() if e > 0 else None, "valid_loss": valid_loss.tolist(),
                "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train}
         if spectrum_inputs is not None:
             for conv in spectrum_conventions:
                 t1 = time.perf_counter()
-                res = population_spectra(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup, convention=conv)
+                ex = population_exponents(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup, convention=conv)
                 key = "exponents" if conv == "full" else f"exponents_{conv}"
                 rec["spectrum_time_s" if conv == "full" else f"spectrum_time_s_{conv}"] = time.perf_counter() - t1
-                rec[key] = network_exponents(res, P).tolist()
+                rec[key] = ex.to(torch.float32).numpy()  # stored as float32: ~1e-7 relative, far below the stderr
         records.append(rec)
         tmp = run_dir / "state.pt.tmp"
         torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "lr": opt.param_groups[0]["lr"]}, tmp)
         tmp.replace(run_dir / "state.pt")
         device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-        save_results(run_dir / f"epoch_{e:03d}.json", rec,
+        # arrays go to an NPZ (a JSON list of 66 x 1536 exponents per epoch would be megabytes);
+        # the JSON, written last, marks the epoch as finished
+        arrays = {k: v for k, v in rec.items() if isinstance(v, np.ndarray)}
+        scalars = {k: v for k, v in rec.items() if k not in arrays}
+        if arrays:
+            tmp = run_dir / f"epoch_{e:03d}.tmp.npz"
+            np.savez_compressed(tmp, **arrays)
+            tmp.replace(run_dir / f"epoch_{e:03d}.npz")
+            scalars["arrays"] = f"epoch_{e:03d}.npz"
+        save_results(run_dir / f"epoch_{e:03d}.json", scalars,
                      {"config": config, "config_hash": h, "device": device_name, "torch": torch.__version__})
         bar.set_postfix(valid_loss=f"{float(valid_loss.mean()):.3f}")
+        if time_limit_s is not None and e < epochs and time.perf_counter() - t_call > time_limit_s:
+            print(f"population {h}: time limit of {time_limit_s:.0f} s reached after epoch {e} of {epochs}; "
+                  "the records so far are saved and a rerun resumes")
+            break
     return records

@@ -81,6 +81,36 @@ def test_population_spectra_equal_each_networks_spectrum():
         torch.testing.assert_close(per_net[i], ref.exponents, atol=1e-10, rtol=0)
 
 
+def test_a_sub_population_shares_the_parameters_and_gives_the_same_outputs():
+    torch.manual_seed(4)
+    pop = PopulationLSTM(4, 3, 5, 2, init_p=[0.1, 0.2, 0.3, 0.4], dropout=[0, 0.1, 0.2, 0.3], bias=True).double()
+    sub = pop.networks(slice(1, 3))
+    assert sub.n_networks == 2 and sub.dropout.tolist() == [0.1, 0.2]
+    assert sub.weight_hh.data_ptr() == pop.weight_hh[1].data_ptr()  # a view, not a copy
+    x = torch.randn(4, 2, 6, 3, dtype=torch.float64)
+    pop.eval(); sub.eval()
+    torch.testing.assert_close(sub(x[1:3])[0], pop(x)[0][1:3], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="selects no network"):
+        pop.networks(slice(4, 6))
+
+
+def test_population_exponents_in_parts_equal_one_call():
+    from lyabook.train import population_exponents
+
+    torch.manual_seed(5)
+    pop = PopulationLSTM(3, 3, 4, 3, init_p=[0.3, 0.6, 1.0]).double()
+    inputs = torch.randn(2, 30, 3, dtype=torch.float64)
+    whole = network_exponents(population_spectra(pop, inputs, warmup=3), 3)
+    for conv in ("full", "h_block"):
+        one = population_exponents(pop, inputs, warmup=3, convention=conv, networks_per_call=3)
+        parts = population_exponents(pop, inputs, warmup=3, convention=conv, networks_per_call=2)
+        torch.testing.assert_close(parts, one, atol=1e-12, rtol=0)
+    torch.testing.assert_close(parts.shape, (3, 4))
+    torch.testing.assert_close(population_exponents(pop, inputs, warmup=3), whole, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="networks_per_call"):
+        population_exponents(pop, inputs, networks_per_call=0)
+
+
 def _tiny_task(P=2):
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 5, (3, 4, 6), generator=g)  # 3 batches of 4 sequences of 6 symbols
@@ -111,3 +141,19 @@ def test_train_population_records_every_epoch_and_resumes(tmp_path):
     # a finished run is loaded, not recomputed
     again = train_population(model2, batches[:2], batches[2:], epochs=3, **{**kw, "out_dir": tmp_path / "b"})
     assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in resumed]
+
+
+def test_time_limit_stops_after_an_epoch_and_a_rerun_resumes_to_the_same_numbers(tmp_path):
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny"}, encode=onehot, progress=False)
+    full = train_population(model, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "a", **kw)
+    model2, _, _ = _tiny_task()
+    stopped = train_population(model2, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "b", time_limit_s=0, **kw)
+    assert [r["epoch"] for r in stopped] == [0]  # the limit is checked after each epoch
+    model3, _, _ = _tiny_task()  # a fresh process: only the files carry over
+    resumed = train_population(model3, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "b", **kw)
+    assert len(resumed) == 4
+    for a, b in zip(resumed, full):
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-12)
