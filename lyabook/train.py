@@ -122,10 +122,11 @@ class PopulationLSTM(nn.Module):
         if P != self.n_networks:
             raise ValueError(f"inputs have {P} networks in dim 0, the population has {self.n_networks}")
         h, c = state if state is not None else (x.new_zeros(P, B, self.hidden_size),) * 2
-        z = self._input_projection(x)  # (P, B, T, 4H)
+        # unbind, not z[:, :, t]: the backward of T slices would write T zero tensors of z's size
+        zs = self._input_projection(x).unbind(2)  # T of (P, B, 4H)
         hs = []
-        for t in range(T):
-            h, c = self._cell(z[:, :, t], h, c)
+        for z_t in zs:
+            h, c = self._cell(z_t, h, c)
             hs.append(h)
         hs = torch.stack(hs, 2)  # (P, B, T, H)
         if self.training and bool((self.dropout > 0).any()):
