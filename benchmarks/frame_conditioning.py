@@ -4,8 +4,9 @@ Trains one CMU-mocap LSTM (256 units, bias, Adam at lr 0.05, the chapter-3 setti
 epochs per initialization half-width p, then follows the QR algorithm over 100 steps of a
 held-out recording and reports, per step, the condition number of the frame ``J Q`` that must
 be orthonormalized and whether shifted CholeskyQR3 (the engine's GPU method) passes its
-orthogonality check. Householder QR gives the reference ``log diag R``. An untrained CharRNN
-LSTM (512 units, p = 0.08) is the comparison.
+orthogonality check, for the full (h, c) state and for the dissertation's h-block. Householder QR
+carries the frame from step to step. An untrained CharRNN LSTM (512 units, p = 0.08) is the
+comparison.
 
 Shifted CholeskyQR3 applies while cond(J Q) stays below about 1/u (1e16). Where it does not,
 the engine falls back to Householder QR, which is what costs time on a GPU.
@@ -30,13 +31,15 @@ from lyabook.lyapunov import _cholesky_qr3, _householder
 from lyabook.train import PopulationLSTM, train_population
 
 
-def scan(model: PopulationLSTM, u: torch.Tensor) -> dict:
+def scan(model: PopulationLSTM, u: torch.Tensor, convention: str = "full") -> dict:
     """Follow the QR algorithm (float64 frame, Householder) along inputs u (B, T, I) of a
-    one-network population; per step record cond(J Q) of batch entry 0 and CholeskyQR3's verdict."""
+    one-network population; per step record cond(J Q) of batch entry 0 and CholeskyQR3's verdict.
+    ``convention``: "full" (h, c) state or the dissertation's "h_block"."""
     model.eval()
+    model.convention = convention
     B, T = u.shape[0], u.shape[1]
-    d = 2 * model.hidden_size
-    x = torch.zeros(B, d)
+    d = model.tangent_dim
+    x = torch.zeros(B, 2 * model.hidden_size)
     Q = torch.eye(d, dtype=torch.float64).expand(B, d, d).contiguous()
     conds, ok = [], []
     with torch.no_grad():
@@ -47,7 +50,8 @@ def scan(model: PopulationLSTM, u: torch.Tensor) -> dict:
             conds.append(float(s[0] / s[-1]))
             ok.append(bool(_cholesky_qr3(X)[2]))
             Q = _householder(X)[0]
-    return {"cond_median": float(np.median(conds)), "cond_max": float(np.max(conds)),
+    model.convention = "full"
+    return {"convention": convention, "cond_median": float(np.median(conds)), "cond_max": float(np.max(conds)),
             "cholesky_qr3_ok_steps": int(sum(ok)), "steps": T}
 
 
@@ -72,9 +76,10 @@ def main():
         for p in a.p:
             m = PopulationLSTM(1, mx.shape[-1], 256, my.shape[-1], init_p=p, bias=True, seed=2)
             train_population(m, tr, va, epochs=a.epochs, lr=0.05, task="regression", config={"p": p}, out_dir=tmp, progress=False)
-            rows.append({"network": f"mocap LSTM 256, p = {p}, {a.epochs} epochs", **scan(m, u)})
+            for conv in ("full", "h_block"):
+                rows.append({"network": f"mocap LSTM 256, p = {p}, {a.epochs} epochs", **scan(m, u, conv)})
     for r in rows:
-        print(f"{r['network']}: cond(JQ) median {r['cond_median']:.1e}, max {r['cond_max']:.1e}; "
+        print(f"{r['network']} ({r['convention']}): cond(JQ) median {r['cond_median']:.1e}, max {r['cond_max']:.1e}; "
               f"CholeskyQR3 passes on {r['cholesky_qr3_ok_steps']} of {r['steps']} steps")
     out = Path(__file__).parent / "results" / "frame_conditioning_cpu.json"
     out.write_text(json.dumps({"rows": rows, "lyabook": lyabook.__version__, "torch": torch.__version__,
