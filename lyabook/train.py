@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .lyapunov import _as_int
 from .rnn import lstm_jacobian
 
 __all__ = ["PopulationLSTM", "PopulationAdam", "population_spectra", "population_exponents", "network_exponents"]
@@ -245,7 +246,7 @@ def population_exponents(model: PopulationLSTM, inputs: torch.Tensor, warmup: in
     d = 2 * model.hidden_size if convention == "full" else model.hidden_size
     if networks_per_call is None:
         networks_per_call = max(1, (2 << 30) // (inputs.shape[0] * d * d * 8))
-    networks_per_call = _as_positive_int("networks_per_call", networks_per_call)
+    networks_per_call = _as_int("networks_per_call", networks_per_call, 1)
     out = []
     for a in range(0, model.n_networks, networks_per_call):
         sub = model.networks(slice(a, a + networks_per_call))
@@ -253,12 +254,6 @@ def population_exponents(model: PopulationLSTM, inputs: torch.Tensor, warmup: in
         if model.weight_hh.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
             torch.cuda.empty_cache()
     return torch.cat(out)
-
-
-def _as_positive_int(name, value):
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def network_exponents(result, n_networks: int) -> torch.Tensor:
