@@ -243,17 +243,24 @@ def population_exponents(model: PopulationLSTM, inputs: torch.Tensor, warmup: in
     ``networks_per_call`` networks at a time (default: as many as keep each float64 frame
     buffer (networks x B x d x d) within 2 GiB; CholeskyQR3 holds several such buffers, so a
     population of 60 LSTMs of 512 units in one call would need tens of GiB)."""
+    return _population_exponents(model, inputs, warmup, convention, networks_per_call, **kw)[0]
+
+
+def _population_exponents(model, inputs, warmup, convention, networks_per_call, **kw):
+    """`population_exponents` and the orthonormalization each part ended on (list of str)."""
     d = 2 * model.hidden_size if convention == "full" else model.hidden_size
     if networks_per_call is None:
         networks_per_call = max(1, (2 << 30) // (inputs.shape[0] * d * d * 8))
     networks_per_call = _as_int("networks_per_call", networks_per_call, 1)
-    out = []
+    out, methods = [], []
     for a in range(0, model.n_networks, networks_per_call):
         sub = model.networks(slice(a, a + networks_per_call))
-        out.append(network_exponents(population_spectra(sub, inputs, warmup=warmup, convention=convention, **kw), sub.n_networks))
+        result = population_spectra(sub, inputs, warmup=warmup, convention=convention, **kw)
+        out.append(network_exponents(result, sub.n_networks))
+        methods.append(result.method)
         if model.weight_hh.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
             torch.cuda.empty_cache()
-    return torch.cat(out)
+    return torch.cat(out), methods
 
 
 def network_exponents(result, n_networks: int) -> torch.Tensor:
@@ -289,7 +296,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
                      spectrum_conventions=("full",), encode=None, progress: bool = True,
-                     time_limit_s: float | None = None) -> list[dict]:
+                     spectrum_method: str = "auto", time_limit_s: float | None = None) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
@@ -302,7 +309,10 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     resumes after the last finished epoch, and a finished run is loaded from its records, not
     recomputed (the records alone suffice: ``state.pt`` is only read to continue training).
     ``spectrum_conventions``: "full" (exponents) and/or "h_block" (exponents_h_block, the
-    dissertation's convention).
+    dissertation's convention). ``spectrum_method``: the engine's orthonormalization ("auto":
+    CholeskyQR3 on a GPU, Householder on a CPU); once CholeskyQR3 breaks down for a convention
+    (trained LSTMs' saturated gates make their Jacobians numerically singular), later epochs go
+    straight to Householder. Each record names the method its spectra ended on.
     The learning rate is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
     Leave the number of epochs out of ``config``: nothing before epoch e depends on it, so a
     run asked for more epochs later continues the records of a shorter one (``lr_decay`` and
@@ -350,6 +360,10 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         opt.param_groups[0]["lr"] = state["lr"]
     dev = model.weight_hh.device
     P = model.n_networks
+    methods = {conv: spectrum_method for conv in spectrum_conventions}
+    for conv in spectrum_conventions:  # a resumed run remembers where CholeskyQR3 broke down
+        if records and "householder" in records[-1].get("spectrum_method" + ("" if conv == "full" else f"_{conv}"), []):
+            methods[conv] = "householder"
     t_call = time.perf_counter()
 
     def population_batch(x, y):  # the same batch for every network: (P, B, T, I), targets (P, B, ...)
@@ -395,9 +409,14 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         if spectrum_inputs is not None:
             for conv in spectrum_conventions:
                 t1 = time.perf_counter()
-                ex = population_exponents(model, encode(spectrum_inputs.to(dev)), warmup=spectrum_warmup, convention=conv)
+                ex, used = _population_exponents(model, encode(spectrum_inputs.to(dev)), spectrum_warmup, conv, None,
+                                                 method=methods[conv])
+                if "householder" in used:  # CholeskyQR3 broke down: training only saturates gates further, so
+                    methods[conv] = "householder"  # later epochs skip the failed attempt (up to 64 steps)
+                suffix = "" if conv == "full" else f"_{conv}"
+                rec[f"spectrum_time_s{suffix}"] = time.perf_counter() - t1
+                rec[f"spectrum_method{suffix}"] = sorted(set(used))
                 key = "exponents" if conv == "full" else f"exponents_{conv}"
-                rec["spectrum_time_s" if conv == "full" else f"spectrum_time_s_{conv}"] = time.perf_counter() - t1
                 rec[key] = ex.to(torch.float32).numpy()  # stored as float32: ~1e-7 relative, far below the stderr
         records.append(rec)
         tmp = run_dir / "state.pt.tmp"

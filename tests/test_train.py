@@ -157,3 +157,31 @@ def test_time_limit_stops_after_an_epoch_and_a_rerun_resumes_to_the_same_numbers
     assert len(resumed) == 4
     for a, b in zip(resumed, full):
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-12)
+
+
+def test_once_choleskyqr3_breaks_down_later_epochs_go_straight_to_householder(tmp_path, monkeypatch):
+    from lyabook import lyapunov
+    from lyabook.train import train_population
+
+    calls = []
+    real = lyapunov._cholesky_qr3
+
+    def breaking(q):  # as on trained LSTMs with singular Jacobians: the check fails
+        calls.append(1)
+        Q, log_r, ok = real(q)
+        return Q, log_r, torch.zeros_like(ok)
+
+    monkeypatch.setattr(lyapunov, "_cholesky_qr3", breaking)
+    model, batches, onehot = _tiny_task()
+    spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny"}, encode=onehot, spectrum_inputs=spec_in, progress=False,
+              spectrum_method="cholesky", out_dir=tmp_path)
+    recs = train_population(model, batches[:2], batches[2:], epochs=1, **kw)
+    assert calls and recs[0]["spectrum_method"] == ["householder"]  # epoch 0 tried CholeskyQR3, fell back
+    n = len(calls)
+    recs = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=3, **kw)  # resumed: remembers
+    assert len(calls) == n and [r["spectrum_method"] for r in recs[2:]] == [["householder"]] * 2
+    # the fall-back gives Householder's numbers
+    ref = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1,
+                           **{**kw, "spectrum_method": "householder", "out_dir": tmp_path / "hh"})
+    torch.testing.assert_close(torch.as_tensor(recs[1]["exponents"]), torch.as_tensor(ref[1]["exponents"]), atol=1e-6, rtol=0)
