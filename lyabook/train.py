@@ -292,6 +292,11 @@ def _loss(out, y, task):
     return loss, None
 
 
+def _key_suffix(convention: str) -> str:
+    """Record keys per convention: "exponents" for the full state, "exponents_h_block" etc."""
+    return "" if convention == "full" else f"_{convention}"
+
+
 def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
@@ -362,7 +367,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     P = model.n_networks
     methods = {conv: spectrum_method for conv in spectrum_conventions}
     for conv in spectrum_conventions:  # a resumed run remembers where CholeskyQR3 broke down
-        if records and "householder" in records[-1].get("spectrum_method" + ("" if conv == "full" else f"_{conv}"), []):
+        if records and "householder" in records[-1].get(f"spectrum_method{_key_suffix(conv)}", []):
             methods[conv] = "householder"
     t_call = time.perf_counter()
 
@@ -413,11 +418,10 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
                                                  method=methods[conv])
                 if "householder" in used:  # CholeskyQR3 broke down: training only saturates gates further, so
                     methods[conv] = "householder"  # later epochs skip the failed attempt (up to 64 steps)
-                suffix = "" if conv == "full" else f"_{conv}"
+                suffix = _key_suffix(conv)
                 rec[f"spectrum_time_s{suffix}"] = time.perf_counter() - t1
                 rec[f"spectrum_method{suffix}"] = sorted(set(used))
-                key = "exponents" if conv == "full" else f"exponents_{conv}"
-                rec[key] = ex.to(torch.float32).numpy()  # stored as float32: ~1e-7 relative, far below the stderr
+                rec[f"exponents{suffix}"] = ex.to(torch.float32).numpy()  # stored as float32: ~1e-7 relative, far below the stderr
         records.append(rec)
         tmp = run_dir / "state.pt.tmp"
         torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),

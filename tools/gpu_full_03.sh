@@ -5,7 +5,8 @@
 # then re-rendered anywhere with `python -m lyabook run --profile full --only 03 --set ...`
 # naming the epochs that ran.
 # Usage: bash tools/gpu_full_03.sh [OUT=/tmp/ex] [CHAR_LIMIT_S=900] [MOCAP_LIMIT_S=240] [NAME=VALUE ...]
-# (NAME=VALUE: further notebook parameters, e.g. sweep_networks=19, passed on to --set)
+# (a limit of null: none; NAME=VALUE: further notebook parameters, e.g. sweep_networks=19, passed
+# on to --set). The dissertation's whole scale: bash tools/gpu_full_03.sh /tmp/ex null null
 set -euo pipefail
 out=${1:-/tmp/ex}; char=${2:-900}; mocap=${3:-240}; shift $(( $# < 3 ? $# : 3 ))
 export LYABOOK_DATA_DIR=${LYABOOK_DATA_DIR:-$PWD/.carry/data} PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
