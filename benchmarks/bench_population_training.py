@@ -8,10 +8,10 @@ asserted in tests.
 Usage: python benchmarks/bench_population_training.py [--device cuda|cpu] [--populations 6 22 66] [--hidden 512]
 """
 import argparse
-import time
 
 import torch
 
+from lyabook.reference import timed
 from lyabook.train import PopulationAdam, PopulationLSTM, _loss
 
 
@@ -22,19 +22,20 @@ def main():
     ap.add_argument("--hidden", type=int, default=512)
     a = ap.parse_args()
     dev = a.device
-    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
     for P in a.populations:
         m = PopulationLSTM(P, 82, a.hidden, 82, init_p=0.08, dropout=0.05).to(dev)
         opt = PopulationAdam(m.parameters(), lr=1e-3)
         x = torch.nn.functional.one_hot(torch.randint(0, 82, (100, 100), device=dev), 82).float().unsqueeze(0).expand(P, -1, -1, -1)
         y = torch.randint(0, 82, (100, 100), device=dev).unsqueeze(0).expand(P, -1, -1)
-        for i in range(4):  # batch 0 warms up; batches 1-3 are timed
-            if i == 1:
-                sync(); t = time.perf_counter()
-            opt.zero_grad(); out, _ = m(x); l, _ = _loss(out, y, "classification"); l.sum().backward(); opt.step()
-        sync(); dt = (time.perf_counter() - t) / 3
+
+        def batches(n):
+            for _ in range(n):
+                opt.zero_grad(); out, _ = m(x); l, _ = _loss(out, y, "classification"); l.sum().backward(); opt.step()
+
+        batches(1)  # warm-up
+        dt = timed(lambda: batches(3), dev)[0] / 3
         with torch.no_grad():
-            sync(); t = time.perf_counter(); m(x); sync(); f = time.perf_counter() - t
+            f = timed(lambda: m(x), dev)[0]
         print(f"P={P}: train batch {dt * 1e3:.0f} ms (epoch of 255 batches: {dt * 255:.0f} s, "
               f"{P / (dt * 255) * 60:.0f} network-epochs/min), forward alone {f * 1e3:.0f} ms", flush=True)
         del m, opt
