@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lyabook_full_"))
     doc = {"benchmark": "full_profile", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": " ".join([Path(sys.executable).name, "tools/measure_full_profile.py"] + (argv or sys.argv[1:])),
-           "machine": info, "lyabook_commit": git_commit() or os.environ.get("LYABOOK_COMMIT"),
+           "machine": info, "lyabook_commit": os.environ.get("LYABOOK_COMMIT") or git_commit(),
            "source_sha256": source_hash(), "data_dir": os.environ.get("LYABOOK_DATA_DIR"),
            "method": "each notebook in its own process: lyabook.cli.exec_notebook(profile='full'), wall time around the "
                      "call, torch.cuda.max_memory_allocated/max_memory_reserved after it (peak since the process started)",
