@@ -307,9 +307,10 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
 
     ``train_batches`` / ``valid_batches``: lists of (x, y) with x (B, T, ...) shared by every
     network (``encode`` maps x to float inputs (B, T, I), e.g. one-hot characters).
-    Epoch 0 records the untrained networks. After every epoch the record is written to
-    ``out_dir/<hash>/epoch_<e>.json`` (with the configuration, its hash and the device; the
-    spectra as float32 arrays in ``epoch_<e>.npz`` beside it) and the
+    Epoch 0 records the untrained networks. After every epoch the record is written with
+    `lyabook.results.save_results` to ``out_dir/<hash>/epoch_<e>.json`` (its provenance: the
+    configuration, its hash and `lyabook.results.provenance`, whose "device" here is the
+    device's name; the spectra as float32 arrays in ``epoch_<e>.npz`` beside it) and the
     model and optimizer to ``state.pt``, both atomically; a rerun with the same configuration
     resumes after the last finished epoch, and a finished run is loaded from its records, not
     recomputed (the records alone suffice: ``state.pt`` is only read to continue training).
@@ -326,7 +327,6 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     call (a GPU session's budget, say); the records so far are kept and a rerun resumes.
     Returns the list of epoch records (fewer than ``epochs + 1`` when the time limit stopped it).
     """
-    import json
     import time
     from pathlib import Path
 
@@ -334,7 +334,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
 
     from tqdm import tqdm  # plain text bar: no ipywidgets warning inside notebooks
 
-    from .provenance import save_results
+    from .results import load_results, provenance, save_results
 
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
@@ -346,13 +346,9 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     records = []
     for e in range(epochs + 1):
         f = run_dir / f"epoch_{e:03d}.json"
-        if not f.is_file():
+        if not f.is_file():  # the JSON is written last: without it the epoch did not finish
             break
-        rec = json.loads(f.read_text())["results"]
-        if "arrays" in rec:  # the spectra, (P, k) float32 each, live in an NPZ beside the JSON
-            with np.load(run_dir / rec.pop("arrays")) as z:
-                rec.update({k: z[k] for k in z.files})
-        records.append(rec)
+        records.append(load_results(f)["results"])  # the spectra come back from the NPZ beside it
     start = len(records)
     if start > epochs:
         return records
@@ -427,18 +423,14 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "lr": opt.param_groups[0]["lr"]}, tmp)
         tmp.replace(run_dir / "state.pt")
-        device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-        # arrays go to an NPZ (a JSON list of 66 x 1536 exponents per epoch would be megabytes);
-        # the JSON, written last, marks the epoch as finished
+        # one writer for every result: arrays go to the NPZ beside the JSON (a JSON list of
+        # 66 x 1536 exponents per epoch would be megabytes); the JSON, written last, marks the
+        # epoch as finished. "device" names the device (the GPU's name, or "cpu"), as in every record.
         arrays = {k: v for k, v in rec.items() if isinstance(v, np.ndarray)}
         scalars = {k: v for k, v in rec.items() if k not in arrays}
-        if arrays:
-            tmp = run_dir / f"epoch_{e:03d}.tmp.npz"
-            np.savez_compressed(tmp, **arrays)
-            tmp.replace(run_dir / f"epoch_{e:03d}.npz")
-            scalars["arrays"] = f"epoch_{e:03d}.npz"
-        save_results(run_dir / f"epoch_{e:03d}.json", scalars,
-                     {"config": config, "config_hash": h, "device": device_name, "torch": torch.__version__})
+        prov = {"config": config, "config_hash": h, **provenance(None, dev),
+                "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
+        save_results(run_dir / f"epoch_{e:03d}.json", scalars, prov, arrays=arrays or None)
         bar.set_postfix(valid_loss=f"{float(valid_loss.mean()):.3f}")
         if time_limit_s is not None and e < epochs and time.perf_counter() - t_call > time_limit_s:
             print(f"population {h}: time limit of {time_limit_s:.0f} s reached after epoch {e} of {epochs}; "

@@ -185,3 +185,55 @@ def test_once_choleskyqr3_breaks_down_later_epochs_go_straight_to_householder(tm
     ref = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1,
                            **{**kw, "spectrum_method": "householder", "out_dir": tmp_path / "hh"})
     torch.testing.assert_close(torch.as_tensor(recs[1]["exponents"]), torch.as_tensor(ref[1]["exponents"]), atol=1e-6, rtol=0)
+
+
+def test_epoch_records_are_written_by_the_one_result_writer_with_the_code_version(tmp_path):
+    import json
+
+    import numpy as np
+
+    from lyabook.results import load_results
+    from lyabook.train import config_hash, train_population
+
+    model, batches, onehot = _tiny_task()
+    spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    cfg = {"task": "tiny"}
+    recs = train_population(model, batches[:2], batches[2:], epochs=1, lr=[0.01, 0.05], config=cfg, out_dir=tmp_path,
+                            encode=onehot, spectrum_inputs=spec_in, progress=False)
+    run = tmp_path / config_hash({**cfg, "lr_decay": 0.95, "decay_after": 10})
+    assert sorted(p.name for p in run.iterdir()) == ["epoch_000.json", "epoch_000.npz", "epoch_001.json", "epoch_001.npz", "state.pt"]
+    doc = json.loads((run / "epoch_001.json").read_text())
+    assert doc["arrays"]["file"] == "epoch_001.npz" and doc["arrays"]["keys"] == ["exponents"] and doc["arrays"]["sha256"]
+    prov = doc["provenance"]
+    assert prov["config"] == cfg and prov["config_hash"] == run.name and prov["device"] == "cpu"
+    assert {"lyabook", "git_commit", "source_sha256", "torch", "host", "date"} <= set(prov)
+    back = load_results(run / "epoch_001.json")["results"]
+    assert back["exponents"].dtype == np.float32 and np.array_equal(back["exponents"], recs[1]["exponents"])
+    assert back["valid_loss"] == recs[1]["valid_loss"]
+
+
+def test_records_in_the_layout_before_the_one_writer_still_load_and_resume(tmp_path):
+    """The committed GPU records (notebooks/results/*_runs) hold "arrays": "epoch_NNN.npz" inside
+    their results and no sha256; a run folder of such records is loaded and continued."""
+    import json
+
+    import numpy as np
+
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny"}, encode=onehot, spectrum_inputs=spec_in, progress=False)
+    full = train_population(model, batches[:2], batches[2:], epochs=2, out_dir=tmp_path / "a", **kw)
+    part = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, out_dir=tmp_path / "b", **kw)
+    for f in (tmp_path / "b").glob("*/epoch_*.json"):  # rewrite them as the old writer did
+        doc = json.loads(f.read_text())
+        meta = doc.pop("arrays")
+        doc["results"]["arrays"] = meta["file"]
+        doc["provenance"] = {k: doc["provenance"][k] for k in ("config", "config_hash", "device", "torch")}
+        f.write_text(json.dumps(doc, indent=1))
+    resumed = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=2, out_dir=tmp_path / "b", **kw)
+    for a, b in zip(resumed, part):
+        assert np.array_equal(a["exponents"], b["exponents"]) and a["valid_loss"] == b["valid_loss"]
+        assert "arrays" not in a
+    assert resumed[2]["valid_loss"] == pytest.approx(full[2]["valid_loss"], abs=1e-12)
