@@ -1,0 +1,111 @@
+"""The book's one plotting style.
+
+Figures are drawn for the book's text column (about 790 px wide at a 1400 px window):
+`WIDTH_IN` inches at `DPI` dots per inch, so a figure is shown at its own size and a 9 pt
+label stays about 15 px high. At most three panels share a row (`panels`); every axis says
+what it shows and in which unit (`EXPONENT_LABEL`), continuous colourings get a colour bar
+(`colorbar`), and a figure's caption names the dissertation's figure it reproduces
+(`caption`).
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["WIDTH_IN", "DPI", "use_book_style", "panels", "caption", "colorbar", "plot_spectrum",
+           "exponent_label", "EXPONENT_LABEL", "INDEX_LABEL"]
+
+WIDTH_IN = 6.0       # inches: 6.0 x 130 dpi = 780 px, the text column's width
+DPI = 130
+PANEL_HEIGHT_IN = 2.1
+MAX_COLUMNS = 3
+
+INDEX_LABEL = "index $i$"
+
+
+def exponent_label(unit: str = "step", symbol: str = r"\lambda_i") -> str:
+    """Axis label of an exponent: ``$\\lambda_i$ (per step)`` or ``(per unit time)``."""
+    if unit not in ("step", "unit time"):
+        raise ValueError(f"unit must be 'step' or 'unit time', got {unit!r}")
+    return f"${symbol}$ (per {unit})"
+
+
+EXPONENT_LABEL = exponent_label("step")
+
+_STYLE = {
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "figure.figsize": (WIDTH_IN, 2.4),
+    "figure.constrained_layout.use": True,
+    "font.size": 8.5,
+    "axes.titlesize": 8.5,
+    "axes.labelsize": 8.5,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "legend.fontsize": 7.5,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.0,
+    "axes.prop_cycle": mpl.cycler(color=plt.get_cmap("tab10").colors),
+}
+
+
+def use_book_style() -> None:
+    """Set the book's matplotlib style (sizes for the text column, mathtext labels)."""
+    mpl.rcParams.update(_STYLE)
+
+
+def panels(n: int, *, ncols: int | None = None, height: float = PANEL_HEIGHT_IN, sharey: bool = False,
+           projection: str | None = None, width: float = WIDTH_IN):
+    """A figure with ``n`` panels, at most three per row, the text column's width.
+
+    Returns (fig, axes) with ``axes`` a flat list of the ``n`` axes (surplus grid cells removed).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    ncols = min(n, MAX_COLUMNS) if ncols is None else ncols
+    if not 1 <= ncols <= MAX_COLUMNS:
+        raise ValueError(f"ncols must lie in 1..{MAX_COLUMNS} (the book's width), got {ncols}")
+    nrows = math.ceil(n / ncols)
+    fig = plt.figure(figsize=(width, height * nrows))
+    axes, first = [], None
+    for i in range(n):
+        kw = {"projection": projection} if projection else {}
+        if sharey and first is not None:
+            kw["sharey"] = first
+        ax = fig.add_subplot(nrows, ncols, i + 1, **kw)
+        first = first or ax
+        axes.append(ax)
+    return fig, axes
+
+
+def caption(fig, text: str) -> None:
+    """Title a figure with the dissertation's figure number and what it shows."""
+    fig.suptitle(text, fontsize=9)
+
+
+def colorbar(fig, ax, values, *, cmap: str = "viridis", label: str):
+    """A colour bar for a continuous colouring by ``values``; returns (colour of each value, bar)."""
+    values = np.asarray(values, dtype=float)
+    norm = mpl.colors.Normalize(vmin=float(values.min()), vmax=float(values.max()))
+    mapper = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+    bar = fig.colorbar(mapper, ax=ax, pad=0.02)
+    bar.set_label(label)
+    return mapper.to_rgba(values), bar
+
+
+def plot_spectrum(ax, exponents, *, unit: str = "step", stderr=None, **kw):
+    """Exponents against their index 1..k (with error bars when ``stderr`` is given), labelled."""
+    e = np.asarray(exponents, dtype=float)
+    i = np.arange(1, e.shape[-1] + 1)
+    if stderr is None:
+        line = ax.plot(i, e, **kw)
+    else:
+        line = ax.errorbar(i, e, yerr=np.asarray(stderr, dtype=float), **kw)
+    ax.set_xlabel(INDEX_LABEL)
+    ax.set_ylabel(exponent_label(unit))
+    return line

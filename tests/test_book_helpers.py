@@ -1,0 +1,76 @@
+"""The book's helpers: verdicts of claims, display tables and the plotting style."""
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import pytest
+
+from lyabook.claims import Claim, check, check_correlation, claims_table
+from lyabook.plotting import DPI, MAX_COLUMNS, WIDTH_IN, exponent_label, panels
+from lyabook.tables import provenance_table, table
+
+
+def test_a_claim_that_does_not_hold_must_say_why():
+    with pytest.raises(ValueError, match="needs a reason"):
+        Claim("c", "criterion", "1.0", "differs")
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Claim("c", "criterion", "1.0", "maybe")
+
+
+def test_check_gives_holds_differs_or_not_resolved_from_the_criterion():
+    assert check("c", "x > 0", "x = 1", True).verdict == "holds"
+    d = check("c", "x > 0", "x = -1", False, differs="negative")
+    assert (d.verdict, d.reason, d.measured) == ("differs", "negative", "x = -1")
+    assert check("c", "x > 0", "x = 1", True, unresolved="too few steps").verdict == "not resolved"
+    with pytest.raises(TypeError, match="bool"):
+        check("c", "x > 0", "x = 1", 1.0)
+
+
+@pytest.mark.parametrize("ci, sign, verdict", [
+    ((-0.8, -0.9, -0.6), -1, "holds"),
+    ((0.8, 0.6, 0.9), -1, "differs"),
+    ((-0.2, -0.6, 0.3), -1, "not resolved"),
+    ((0.5, 0.2, 0.7), 1, "holds"),
+    ((math.nan, math.nan, math.nan), 1, "not resolved"),
+])
+def test_a_correlation_claim_is_judged_on_the_side_of_its_confidence_interval(ci, sign, verdict):
+    c = check_correlation("claim", *ci, sign=sign, n=20)
+    assert c.verdict == verdict
+    assert "20 networks" in c.measured
+
+
+def test_claims_table_has_one_row_per_claim_with_criterion_and_verdict():
+    df = claims_table([check("a", "x > 0", "1", True), check("b", "x > 0", "-1", False)])
+    assert list(df.columns) == ["criterion", "measured", "verdict", "reason"]
+    assert list(df["verdict"]) == ["holds", "differs"]
+
+
+def test_tables_round_floats_to_significant_digits_as_text():
+    df = table([{"name": "a", "value": 3.14159265, "none": None}], "name", digits=3)
+    assert df.loc["a", "value"] == "3.14" and df.loc["a", "none"] == ""
+    assert "3.14159" not in df.to_html()
+
+
+def test_provenance_table_puts_the_run_beside_the_rendering():
+    df = provenance_table({"device_name": "cpu", "git_commit": "0123456789abcdef", "git_dirty": False},
+                          run={"device": "H100", "git commit": "fedcba"})
+    assert list(df.columns) == ["the run that produced the numbers", "this rendering"]
+    assert df.loc["device", "the run that produced the numbers"] == "H100"
+    assert df.loc["git commit", "this rendering"] == "0123456789ab"
+
+
+def test_figures_fit_the_text_column_with_at_most_three_panels_a_row():
+    fig, axes = panels(5)
+    assert len(axes) == 5 and len(fig.axes) == 5
+    assert fig.get_size_inches()[0] == WIDTH_IN and WIDTH_IN * DPI <= 800
+    assert max(ax.get_subplotspec().colspan.stop for ax in axes) <= MAX_COLUMNS
+    with pytest.raises(ValueError, match="ncols"):
+        panels(4, ncols=4)
+
+
+def test_exponent_labels_name_the_unit():
+    assert exponent_label("step") == r"$\lambda_i$ (per step)"
+    assert exponent_label("unit time", r"\lambda_1") == r"$\lambda_1$ (per unit time)"
+    with pytest.raises(ValueError, match="unit"):
+        exponent_label("second")
