@@ -7,7 +7,19 @@ the Lorenz system) and `lyabook.rnn` (eight RNN cells with analytic Jacobians).
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum, orthonormalize
 from . import systems, rnn
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (setuptools-scm, from the git tag at build time);
+    a source tree imported without being installed reports the fallback version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lyabook")
+    except PackageNotFoundError:
+        return "0.1.0+source"
+
+
+__version__ = _version()
 
 __all__ = [
     "LyapunovResult",

@@ -345,6 +345,7 @@ def lyapunov_spectrum(
     keep: str | Iterable[str] | None = None,
     method: str = "auto",
     cuda_graph: bool | None = None,
+    progress: bool = False,
 ) -> LyapunovResult:
     """Lyapunov spectrum of a batched dynamical system by the QR algorithm.
 
@@ -370,6 +371,8 @@ def lyapunov_spectrum(
         cuda_graph: on CUDA, capture one step and one orthonormalization as CUDA graphs and
             replay them (removes kernel-launch overhead, the main cost for RNN-sized
             systems). None: try, and run eagerly if the system cannot be captured; False: never.
+        progress: show a progress bar over the steps (warm-up included) on the terminal
+            (`lyabook.progress.bar`: never in a notebook's outputs), updated every 64 steps.
 
     Returns:
         LyapunovResult (natural log; per step, or per unit time for systems with ``dt``).
@@ -393,6 +396,8 @@ def lyapunov_spectrum(
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if cuda_graph not in (None, True, False):
         raise ValueError(f"cuda_graph must be None, True or False, got {cuda_graph!r}")
+    if progress not in (True, False):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
 
     device, dtype = _system_device_dtype(system, x0, inputs)
 
@@ -434,12 +439,15 @@ def lyapunov_spectrum(
 
     if method == "auto":
         method = "cholesky" if device.type == "cuda" else "householder"
-    if method == "cholesky":
-        result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph)
-        if result is not None:
-            return result
-        method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
-    return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph)
+    from .progress import bar
+
+    with bar(total=warmup + n_steps, desc="Lyapunov spectrum", progress=progress, unit="step") as pbar:
+        if method == "cholesky":
+            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar)
+            if result is not None:
+                return result
+            method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
+        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar)
 
 
 def _step_and_jacobian(system):
@@ -571,8 +579,9 @@ class _GraphLoop:
 
 
 @torch.no_grad()  # the system may hold trainable parameters: never build autograd graphs here
-def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph):
-    """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy."""
+def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None):
+    """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy. ``pbar``
+    (a tqdm bar, possibly disabled) advances at every finiteness check (every 64 steps)."""
     device = x.device
     batch = x.shape[0]
     total = warmup + n_steps
@@ -595,6 +604,8 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
     if loop is None:
         loop = _EagerLoop(f, ortho, x, inputs, Q, warmup)
 
+    if pbar is not None:
+        pbar.reset(total=total)  # a re-run (Householder after CholeskyQR3, eager after a graph) starts over
     acc = torch.zeros(batch, k, dtype=torch.float64, device=device)
     log_rs, qs, interval_steps = [], [], []
     since = 0
@@ -616,7 +627,9 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
                 if not loop.check():
                     return None
             except _Rerun:
-                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph=False)
+                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar)
+            if pbar is not None:
+                pbar.update(t + 1 - pbar.n)
 
     dt = float(getattr(system, "dt", None) or 1.0)
     steps = torch.tensor(interval_steps, dtype=torch.int64)

@@ -5,6 +5,7 @@ The references in tests/notebooks are smoke-profile executed copies (``make refe
 """
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,16 @@ def _tags(cell):
     return cell.metadata.get("tags", [])
 
 
+def _colab_cell(nb):
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    return first_code if cli.is_colab_cell(first_code) else None
+
+
 def _sources(nb):
-    return [(c.cell_type, c.source) for c in nb.cells if "injected-parameters" not in _tags(c)]
+    """Cells as (type, source), without papermill's injected cell and the Colab cell (which
+    pins the commit a notebook was rendered from: references and notebooks differ there)."""
+    colab = _colab_cell(nb)
+    return [(c.cell_type, c.source) for c in nb.cells if "injected-parameters" not in _tags(c) and c is not colab]
 
 
 def test_there_are_notebooks_and_one_reference_each():
@@ -48,7 +57,7 @@ def test_notebook_is_fully_executed_without_errors(path):
 
 
 @pytest.mark.parametrize("path", REFERENCES, ids=lambda p: p.name)
-def test_reference_cells_equal_the_notebook_apart_from_injected_parameters(path):
+def test_reference_cells_equal_the_notebook_apart_from_injected_parameters_and_colab_cell(path):
     assert _sources(_read(path)) == _sources(_read(ROOT / "notebooks" / path.name)), (
         f"{path.name}: the reference has drifted from notebooks/{path.name}; run `make references`"
     )
@@ -63,8 +72,13 @@ def _parameters(nb):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_layout_colab_cell_parameters_and_profiles(path):
     nb = _read(path)
-    first_code = next(c for c in nb.cells if c.cell_type == "code")
-    assert "google.colab" in first_code.source and "nbval-skip" in _tags(first_code)
+    colab = _colab_cell(nb)
+    assert colab is not None, "the first code cell is the Colab cell"
+    assert "nbval-skip" in _tags(colab), "nbval must skip the Colab cell"
+    assert not {"remove-cell", "remove-input", "hide-cell", "hide-input"} & set(_tags(colab)), "the Colab cell is visible"
+    pinned = re.search(r"lyabook @ git\+https://github\.com/lyabook/lyabook@([0-9a-f]{40}|v[0-9][^\"\s]*)\"", colab.source)
+    assert pinned, "the Colab cell installs lyabook at a pinned commit or tag, without extras; re-render with `lyabook run`"
+    assert colab.source == cli.colab_cell_source(pinned.group(1)), "the Colab cell is cli.colab_cell_source's"
     params = _parameters(nb)
     assert {"profile", "device", "results_dir"} <= params
     for profile in cli.PROFILES:
@@ -78,6 +92,7 @@ def test_committed_notebook_ran_full_profile_and_saved_results_with_provenance(p
     nb = _read(path)
     injected = [c for c in nb.cells if "injected-parameters" in _tags(c)]
     assert injected and 'profile = "full"' in injected[0].source
+    assert 'device = "auto"' in injected[0].source, "committed notebooks are rendered with --device auto"
     results = json.loads((ROOT / "notebooks" / "results" / f"{path.stem}.json").read_text())
     prov = results["provenance"]
     assert prov["profile"] == "full" and {"device", "torch", "lyabook", "date", "wall_time_s"} <= set(prov)
@@ -85,11 +100,13 @@ def test_committed_notebook_ran_full_profile_and_saved_results_with_provenance(p
 
 def test_cli_rejects_unknown_profile_notebook_and_device(capsys):
     assert cli.main(["run", "--profile", "huge"]) == 2
-    assert "unknown profile 'huge'" in capsys.readouterr().err
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
     assert cli.main(["run", "--only", "99_nothing"]) == 2
     assert "is not a notebook" in capsys.readouterr().err
     assert cli.main(["run", "--device", "tpu"]) == 2
-    assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    with pytest.raises(cli.CLIError, match="unknown profile 'huge'"):
+        cli.load_profile("00_errata", "huge")
 
 
 def test_cli_run_reports_the_failed_notebook_and_cell(tmp_path, capsys):
