@@ -189,25 +189,29 @@ def declared_parameters(path: Path) -> dict[str, type | None]:
 
     papermill skips a line with more than one ``=`` (``n = 4  # t = 40`` in a comment);
     those assignments are read from the cell's syntax tree instead."""
+    import json
     import logging
 
-    import nbformat
-    import papermill as pm
-
-    log = logging.getLogger("papermill")
-    level = log.level
-    log.setLevel(logging.ERROR)  # its "Unable to parse line" warnings: handled below
     try:
-        specs = pm.inspect_notebook(str(path))
-    except ValueError:  # no kernelspec: papermill cannot pick a translator; the syntax tree can
-        specs = {}
-    finally:
-        log.setLevel(level)
+        import papermill as pm
+    except ImportError:  # `exec` on a headless machine without papermill: the syntax tree alone
+        pm = None
+    specs = {}
+    if pm is not None:
+        log = logging.getLogger("papermill")
+        level = log.level
+        log.setLevel(logging.ERROR)  # its "Unable to parse line" warnings: handled below
+        try:
+            specs = pm.inspect_notebook(str(path))
+        except ValueError:  # no kernelspec: papermill cannot pick a translator; the syntax tree can
+            specs = {}
+        finally:
+            log.setLevel(level)
     defaults = {name: (spec.get("inferred_type_name", "None"), spec["default"]) for name, spec in specs.items()}
-    nb = nbformat.read(str(path), as_version=4)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    cells = json.loads(Path(path).read_text()).get("cells", [])
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     try:
-        tree = ast.parse(cell.source) if cell is not None else None
+        tree = ast.parse("".join(cell["source"])) if cell is not None else None
     except SyntaxError:
         tree = None
     for node in tree.body if tree is not None else []:

@@ -113,6 +113,13 @@ def test_parameters_papermill_cannot_parse_are_still_found():
     assert declared["n_steps_dissertation"] is int and declared["dt"] is float and declared["rhos"] is list
 
 
+def test_parameters_are_found_without_papermill_too(monkeypatch):
+    # `exec` serves headless machines that may lack papermill
+    with_pm = cli.declared_parameters(cli.NOTEBOOKS / "02_vanilla_rnn.ipynb")
+    monkeypatch.setitem(sys.modules, "papermill", None)
+    assert cli.declared_parameters(cli.NOTEBOOKS / "02_vanilla_rnn.ipynb") == with_pm
+
+
 def test_out_that_is_a_file_or_cannot_be_created_is_a_one_line_error(tmp_path, capsys):
     f = tmp_path / "file.txt"
     f.write_text("x")
