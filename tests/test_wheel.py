@@ -70,6 +70,19 @@ def test_wheel_holds_the_package_notebooks_and_profiles_but_no_tests_or_results(
     assert sum(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names) < 20e6
 
 
+def test_a_tree_without_git_builds_with_the_fallback_version(tmp_path):
+    import tomllib
+
+    fallback = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools_scm"]["fallback_version"]
+    src = tmp_path / "src"
+    _source_copy(tmp_path / "clone")
+    shutil.copytree(tmp_path / "clone", src, ignore=shutil.ignore_patterns(".git"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SETUPTOOLS_SCM", "GIT_"))}
+    env["GIT_CEILING_DIRECTORIES"] = str(tmp_path)  # no repository above the copy either
+    _sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", src], cwd=tmp_path, env=env)
+    assert [w.name.split("-")[1] for w in (tmp_path / "dist").glob("lyabook-*.whl")] == [fallback]
+
+
 def test_wheel_installs_in_a_fresh_venv_and_runs_a_notebook_outside_the_repository(wheel, tmp_path):
     t0 = time.perf_counter()
     venv = tmp_path / "venv"
