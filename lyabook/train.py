@@ -332,7 +332,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
 
     import numpy as np
 
-    from tqdm import tqdm  # plain text bar: no ipywidgets warning inside notebooks
+    from .progress import bar as progress_bar  # on the terminal, never in a notebook's outputs
 
     from .results import load_results, provenance, save_results
 
@@ -384,7 +384,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         model.train()
         return tot / max(n, 1), (acc / max(n, 1) if task == "classification" else None)
 
-    bar = tqdm(range(start, epochs + 1), desc=f"population {h} ({P} networks)", disable=not progress)
+    bar = progress_bar(range(start, epochs + 1), desc=f"population {h} ({P} networks)", progress=progress)
     for e in bar:
         t0 = time.perf_counter()
         train_loss = torch.zeros(P, dtype=torch.float64, device=dev)  # summed on the device: no sync per batch
