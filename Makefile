@@ -1,18 +1,27 @@
 # Single entry point. Every target sets up what it needs on a fresh clone.
-# torch is installed first and pinned: a bare `pip install torch` pulls several GB of CUDA
-# packages. On a GPU machine pass the build you want, e.g. make book TORCH="torch==2.13.0".
-PYTHON ?= python3
-VENV   ?= .venv
-TORCH  ?= torch==2.13.0
-PY     := $(VENV)/bin/python
-NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
+# torch is installed first and pinned (TORCH), then lyabook, which keeps that build. Which
+# build the pin gives depends on the index pip reads it from:
+# - TORCH_INDEX empty (default): pip's configured index. On this project's CI and development
+#   machines that serves a CPU wheel; from the public PyPI on Linux x86_64, torch==2.13.0 is a
+#   CUDA build, several GB with its nvidia-* packages.
+# - CPU only, public internet: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# - GPU: the CUDA build that matches the driver (nvidia-smi prints the newest CUDA version the
+#   driver supports; pytorch.org's selector lists the builds), e.g.
+#   make book TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# TORCH and TORCH_INDEX act only when .venv is created: run `make clean` to switch builds.
+PYTHON      ?= python3
+VENV        ?= .venv
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+PY          := $(VENV)/bin/python
+NBVAL       := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 
 .PHONY: book render test references notebooks bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[book,test]"
 	touch $@
 
