@@ -50,6 +50,7 @@ references: $(VENV)/.installed
 
 notebooks: $(VENV)/.installed
 	$(PY) -m lyabook run --profile full --device auto --out notebooks
+	$(PY) -m lyabook.results manifest notebooks/results
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_lstm_spectrum.py

@@ -1,15 +1,28 @@
 """Claims of the chapters, checked on the results their full-profile runs saved
 (notebooks/results/*.json), not on the printed text."""
-import json
 from pathlib import Path
 
 import pytest
+
+from lyabook.claims import VERDICTS
+from lyabook.results import load_results
 
 RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
 
 
 def _load(name):
-    return json.loads((RESULTS / f"{name}.json").read_text())["results"]
+    return load_results(RESULTS / f"{name}.json")["results"]
+
+
+def _verdicts(results):
+    """{claim: verdict} of a chapter's saved claims; every claim has a criterion, and a reason
+    unless it holds."""
+    out = {}
+    for c in results["claims"]:
+        assert c["verdict"] in VERDICTS and c["criterion"].strip(), c
+        assert c["verdict"] == "holds" or c["reason"].strip(), c
+        out[c["claim"]] = c["verdict"]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +105,7 @@ def test_errata_transpose_changes_exponents_but_not_their_sum():
 
 @pytest.fixture(scope="module")
 def training():
-    return json.loads((RESULTS / "03_training_evolution.json").read_text())
+    return load_results(RESULTS / "03_training_evolution.json")
 
 
 def test_training_chapter_states_its_reductions_and_devices(training):
@@ -117,3 +130,45 @@ def test_training_chapter_networks_learn_and_spectra_are_full_state(training):
     assert len(spectra[0]) == len(fig26["p"]) and len(spectra[0][0]) % 2 == 0
     change = max(abs(a - b) for n0, n1 in zip(spectra[0], spectra[-1]) for a, b in zip(n0, n1))
     assert change > 0.01  # the spectra move during training (Fig. 2.6)
+
+
+def test_lorenz_verdicts_follow_the_measured_signs(lorenz):
+    """The dissertation's positive lambda_1 at rho = 16 and 5 'differs'; rho = 28 'holds'."""
+    v = _verdicts(lorenz)
+    for rho in ("16", "5"):
+        assert v[f"ρ = {rho}: the first exponent is positive (Fig. 1.2)"] == "differs"
+    assert v["ρ = 28: the first exponent is positive (Fig. 1.2)"] == "holds"
+    assert v["every sum lies within 0.16 of the trace −13.667 (Sec. 1)"] == "holds"
+
+
+def test_vanilla_verdicts_follow_the_measured_exponents(vanilla):
+    v = _verdicts(vanilla)
+    reg = vanilla["regimes"]
+    assert v["σ_V² = 1/500 is stable: λ_max < 0 (Fig. 2.3a)"] == "holds"
+    assert v["σ_V² = 500 is chaotic: λ_max > 0 (Fig. 2.3c)"] == "holds"
+    marginal = "holds" if abs(reg["marginal"]["exponents"][0]) < 0.05 else "differs"
+    assert v["σ_V² = 100 is marginally stable: λ_max ≈ 0 (Fig. 2.3b)"] == marginal
+    assert reg["stable"]["spread_over_initial_conditions"] < 1e-6 < 0.1 < reg["chaotic"]["spread_over_initial_conditions"]
+
+
+def test_training_verdicts_follow_the_saved_numbers(training):
+    """Each verdict is what its criterion gives on the saved numbers (no lenient thresholds)."""
+    r = training["results"]
+    v = _verdicts(r)
+    slope = r["fig26"]["slope"]
+    assert v["spectra converge like 1/epoch (Fig. 2.6d)"] == ("holds" if -1.5 <= slope <= -0.5 else "differs")
+    frac = r["table1"]["spectrum / training"]
+    assert v["a spectrum costs about 4 % of the training time (paper Table 1)"] == (
+        "holds" if all(0.02 <= float(f) <= 0.06 for f in frac) else "differs")
+    for key, claim, sign in (("r_loss", "larger λ_max goes with lower CharRNN loss (Fig. 2.7b)", -1),
+                             ("r_accuracy", "larger λ_max goes with higher CharRNN accuracy (Fig. B2)", 1)):
+        _, low, high, _ = r["sweep"][key]
+        expected = "not resolved" if low <= 0 <= high else ("holds" if (high < 0) == (sign < 0) else "differs")
+        assert v[claim] == expected, claim
+
+
+def test_mocap_claim_is_judged_without_the_exponents_rounding_sets(training):
+    m = training["results"]["mocap"]
+    assert len(m["mean_exponent_resolved"]) == len(m["p"])
+    assert all(a >= b - 1e-9 for a, b in zip(m["mean_exponent_resolved"], m["mean_exponent"]))  # clipped at ln u
+    assert abs(m["ln_u"] - (-36.7368)) < 1e-3
