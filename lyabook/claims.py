@@ -61,7 +61,7 @@ def claims_table(claims):
     return pd.DataFrame([c.to_dict() for c in claims]).set_index("claim")
 
 
-def check_correlation(claim: str, r, low, high, *, sign: int, n: int, what: str = "Pearson $r$") -> Claim:
+def check_correlation(claim: str, r, low, high, *, sign: int, n: int, what: str = "Pearson r") -> Claim:
     """A claim that two quantities correlate with the given ``sign`` (-1 or +1), judged on the 95 %
     confidence interval [low, high] of the correlation over ``n`` networks: ``holds`` when the
     interval excludes 0 on the claimed side, ``differs`` when it excludes 0 on the other side,

@@ -1,4 +1,4 @@
-"""The book's one plotting style.
+"""The book's one plotting style (and its tables' display options).
 
 Figures are drawn for the book's text column (about 790 px wide at a 1400 px window):
 `WIDTH_IN` inches at `DPI` dots per inch, so a figure is shown at its own size and a 9 pt
@@ -54,9 +54,20 @@ _STYLE = {
 }
 
 
+# tables show whole cells: a claim or a criterion cut to 50 characters ("...") says nothing
+_PANDAS = {"display.max_colwidth": None, "display.width": 100}
+
+
 def use_book_style() -> None:
-    """Set the book's matplotlib style (sizes for the text column, mathtext labels)."""
+    """Set the book's style: matplotlib sizes for the text column and mathtext labels, and
+    pandas tables that show every cell in full (HTML tables wrap their text)."""
     mpl.rcParams.update(_STYLE)
+    try:
+        import pandas as pd
+    except ImportError:  # pandas is a core dependency; keep plotting usable without it
+        return
+    for key, value in _PANDAS.items():
+        pd.set_option(key, value)
 
 
 def panels(n: int, *, ncols: int | None = None, height: float = PANEL_HEIGHT_IN, sharey: bool = False,

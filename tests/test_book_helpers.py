@@ -74,3 +74,13 @@ def test_exponent_labels_name_the_unit():
     assert exponent_label("unit time", r"\lambda_1") == r"$\lambda_1$ (per unit time)"
     with pytest.raises(ValueError, match="unit"):
         exponent_label("second")
+
+
+def test_book_style_shows_table_cells_in_full():
+    import pandas as pd
+
+    from lyabook.plotting import use_book_style
+
+    use_book_style()
+    long = "a criterion that is longer than fifty characters and must not be cut short"
+    assert long in pd.DataFrame({"criterion": [long]})._repr_html_()
