@@ -333,27 +333,37 @@ def code_ref() -> str:
 def colab_cell_source(ref: str) -> str:
     """The first code cell of every notebook: on Colab, install lyabook at ``ref`` (the
     commit or tag the notebook was rendered from) and nothing else Colab already has, then
-    say whether the runtime must restart; elsewhere, nothing."""
+    say whether the runtime must restart (`colab_report`); elsewhere, nothing."""
     return f'''\
-# On Colab: install lyabook as of the code this notebook was rendered from (elsewhere this does nothing).
+# On Colab: install lyabook as of the code this page was rendered from (elsewhere: nothing).
 import sys
 if "google.colab" in sys.modules:
-    import importlib, importlib.metadata as md, subprocess
-    def imported_versions():  # versions of the distributions whose modules are already imported
-        importlib.invalidate_caches()
-        top = {{m.partition(".")[0] for m in list(sys.modules)}}
-        return {{d: md.version(d) for m, ds in md.packages_distributions().items() if m in top for d in ds}}
-    before = imported_versions()
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "lyabook @ git+{REPOSITORY}@{ref}"],
-                         capture_output=True, text=True)
-    if pip.returncode:
-        raise RuntimeError("pip could not install lyabook:\\n" + pip.stderr[-3000:])
-    changed = sorted(d for d, v in imported_versions().items() if d in before and before[d] != v)
+    import subprocess, importlib.metadata as md
+    before = {{d.metadata["Name"]: d.version for d in md.distributions()}}
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "lyabook @ git+{REPOSITORY}@{ref}"], check=True)
+    from lyabook.cli import colab_report
+    colab_report(before)  # says whether the runtime must restart'''
+
+
+def colab_report(before: dict) -> list:
+    """After the Colab cell's install: print which distributions whose modules the kernel had
+    already imported were changed by pip (the runtime must restart to use them) or, if none,
+    the installed lyabook version. ``before``: {distribution name: version} before the install.
+    Returns the changed distribution names."""
+    import importlib
+    import importlib.metadata as md
+
+    importlib.invalidate_caches()
+    top = {m.partition(".")[0] for m in list(sys.modules)}
+    imported = {d for m, ds in md.packages_distributions().items() if m in top for d in ds}
+    changed = sorted(d for d in imported if d in before and before[d] != md.version(d))
     if changed:
         print("Restart the runtime (Runtime > Restart session) and run this notebook again: "
               "pip upgraded " + ", ".join(changed))
     else:
-        print(f"lyabook {{md.version('lyabook')}} installed")'''
+        print(f"lyabook {md.version('lyabook')} installed")
+    return changed
 
 
 def _tags(cell) -> list:
