@@ -147,7 +147,8 @@ def provenance(profile: str | None, device, wall_time_s: float | None = None, **
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
     else:
-        name = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        name = f"CPU ({platform.machine()}, {n} thread{'s' if n != 1 else ''})"
     info = {
         "profile": profile,
         "device": str(dev),
