@@ -335,7 +335,7 @@ def colab_cell_source(ref: str) -> str:
     commit or tag the notebook was rendered from) and nothing else Colab already has, then
     say whether the runtime must restart (`colab_report`); elsewhere, nothing."""
     return f'''\
-# On Colab: install lyabook as of the code this page was rendered from (elsewhere: nothing).
+# On Colab: install lyabook at the commit this page was rendered from (elsewhere: nothing).
 import sys
 if "google.colab" in sys.modules:
     import subprocess, importlib.metadata as md

@@ -43,6 +43,9 @@ def provenance_table(prov: dict, run: dict | None = None):
             out["git commit"] = f"{p['git_commit'][:12]} (with uncommitted changes)"
         elif p.get("git_commit"):
             out["git commit"] = p["git_commit"][:12]
+        if p.get("git_commit") and p.get("lyabook"):
+            # an editable install's version names the commit it was installed at; the commit row is the code
+            out["lyabook"] = str(p["lyabook"]).split("+")[0]
         if p.get("source_sha256"):
             out["source sha256"] = p["source_sha256"][:16]
         return {k: str(v) for k, v in out.items()}

@@ -53,11 +53,13 @@ def test_tables_round_floats_to_significant_digits_as_text():
 
 
 def test_provenance_table_puts_the_run_beside_the_rendering():
-    df = provenance_table({"device_name": "cpu", "git_commit": "0123456789abcdef", "git_dirty": False},
+    df = provenance_table({"device_name": "cpu", "git_commit": "0123456789abcdef", "git_dirty": False,
+                           "lyabook": "0.1.1.dev3+gfedcba9.d20261127"},
                           run={"device": "H100", "git commit": "fedcba"})
     assert list(df.columns) == ["the run that produced the numbers", "this rendering"]
     assert df.loc["device", "the run that produced the numbers"] == "H100"
     assert df.loc["git commit", "this rendering"] == "0123456789ab"
+    assert df.loc["lyabook", "this rendering"] == "0.1.1.dev3"  # not the stale commit of an editable install
 
 
 def test_figures_fit_the_text_column_with_at_most_three_panels_a_row():
