@@ -297,6 +297,45 @@ def _key_suffix(convention: str) -> str:
     return "" if convention == "full" else f"_{convention}"
 
 
+def _rng_state(dev) -> dict:
+    """The random streams training draws from (dropout): saved with every checkpoint so that a
+    resumed run draws what an uninterrupted one would."""
+    out = {"rng_cpu": torch.get_rng_state()}
+    if dev.type == "cuda":
+        out["rng_cuda"] = torch.cuda.get_rng_state(dev)
+    return out
+
+
+def _set_rng_state(state: dict) -> None:
+    if "rng_cpu" in state:  # checkpoints from before RNG states were saved have none
+        torch.set_rng_state(state["rng_cpu"])
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng_cuda"])
+
+
+def _load_checkpoint(path, device, last_record: int, epochs: int) -> dict:
+    """state.pt, loaded as data only (``weights_only=True``: a crafted file cannot run code),
+    checked against the records; every problem is one line naming the file and what to do."""
+    import pickle
+
+    if not path.is_file():
+        raise RuntimeError(f"{path.parent}: the records end at epoch {last_record} but state.pt (the checkpoint to "
+                           f"continue from, not committed with the records) is missing, so epochs {last_record + 1}-{epochs} "
+                           f"cannot be trained from it; ask for at most {last_record} epochs to use the records as they are, "
+                           "or delete the folder to train from scratch")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise RuntimeError(f"{path}: not a lyabook checkpoint that loads as data ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''}); delete it and the records after it") from None
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "lr"} <= set(state):
+        raise RuntimeError(f"{path}: not a lyabook checkpoint (keys epoch, model, optimizer, lr missing)")
+    if state["epoch"] > last_record or state["epoch"] < last_record - 1:
+        raise RuntimeError(f"{path}: checkpoint of epoch {state['epoch']} does not follow the records, which end at "
+                           f"epoch {last_record}; delete the folder to restart")
+    return state
+
+
 def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
@@ -310,10 +349,12 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     Epoch 0 records the untrained networks. After every epoch the record is written with
     `lyabook.results.save_results` to ``out_dir/<hash>/epoch_<e>.json`` (its provenance: the
     configuration, its hash and `lyabook.results.provenance`, whose "device" here is the
-    device's name; the spectra as float32 arrays in ``epoch_<e>.npz`` beside it) and the
-    model and optimizer to ``state.pt``, both atomically; a rerun with the same configuration
-    resumes after the last finished epoch, and a finished run is loaded from its records, not
-    recomputed (the records alone suffice: ``state.pt`` is only read to continue training).
+    device's name; the spectra as float32 arrays in ``epoch_<e>.npz`` beside it), then the
+    model, optimizer and random-number states to ``state.pt``, each atomically; a rerun with
+    the same configuration resumes after the last finished epoch, bit for bit as if never
+    interrupted (dropout included), and a finished run is loaded from its records, not
+    recomputed (the records alone suffice: ``state.pt`` is only read, as data, to continue
+    training; a missing one is a one-line error saying what to do).
     ``spectrum_conventions``: "full" (exponents) and/or "h_block" (exponents_h_block, the
     dissertation's convention). ``spectrum_method``: the engine's orthonormalization ("auto":
     CholeskyQR3 on a GPU, Householder on a CPU); once CholeskyQR3 breaks down for a convention
@@ -353,12 +394,14 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     if start > epochs:
         return records
     if start > 0:
-        state = torch.load(run_dir / "state.pt", map_location=model.weight_hh.device, weights_only=False)
-        if state["epoch"] != start - 1:
-            raise RuntimeError(f"{run_dir}: state.pt is from epoch {state['epoch']}, records end at {start - 1}; delete the folder to restart")
+        state = _load_checkpoint(run_dir / "state.pt", model.weight_hh.device, start - 1, epochs)
+        if state["epoch"] < start - 1:  # killed between an epoch's record and its checkpoint: redo that epoch
+            records = records[: state["epoch"] + 1]
+            start = len(records)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         opt.param_groups[0]["lr"] = state["lr"]
+        _set_rng_state(state)
     dev = model.weight_hh.device
     P = model.n_networks
     methods = {conv: spectrum_method for conv in spectrum_conventions}
@@ -419,10 +462,6 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
                 rec[f"spectrum_method{suffix}"] = sorted(set(used))
                 rec[f"exponents{suffix}"] = ex.to(torch.float32).numpy()  # stored as float32: ~1e-7 relative, far below the stderr
         records.append(rec)
-        tmp = run_dir / "state.pt.tmp"
-        torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "lr": opt.param_groups[0]["lr"]}, tmp)
-        tmp.replace(run_dir / "state.pt")
         # one writer for every result: arrays go to the NPZ beside the JSON (a JSON list of
         # 66 x 1536 exponents per epoch would be megabytes); the JSON, written last, marks the
         # epoch as finished. "device" names the device (the GPU's name, or "cpu"), as in every record.
@@ -431,6 +470,12 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         prov = {"config": config, "config_hash": h, **provenance(None, dev),
                 "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
         save_results(run_dir / f"epoch_{e:03d}.json", scalars, prov, arrays=arrays or None)
+        # the checkpoint after the record: a kill between the two leaves a record one epoch ahead of
+        # state.pt, which a rerun recomputes from state.pt (the other order lost every epoch)
+        tmp = run_dir / "state.pt.tmp"
+        torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "lr": opt.param_groups[0]["lr"], **_rng_state(dev)}, tmp)
+        tmp.replace(run_dir / "state.pt")
         bar.set_postfix(valid_loss=f"{float(valid_loss.mean()):.3f}")
         if time_limit_s is not None and e < epochs and time.perf_counter() - t_call > time_limit_s:
             print(f"population {h}: time limit of {time_limit_s:.0f} s reached after epoch {e} of {epochs}; "

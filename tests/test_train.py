@@ -237,3 +237,80 @@ def test_records_in_the_layout_before_the_one_writer_still_load_and_resume(tmp_p
         assert np.array_equal(a["exponents"], b["exponents"]) and a["valid_loss"] == b["valid_loss"]
         assert "arrays" not in a
     assert resumed[2]["valid_loss"] == pytest.approx(full[2]["valid_loss"], abs=1e-12)
+
+
+def _dropout_task():
+    model, batches, onehot = _tiny_task()
+    model = PopulationLSTM(2, 5, 6, 5, init_p=[0.1, 0.3], dropout=[0.3, 0.5]).double()
+    return model, batches, onehot
+
+
+def test_a_resumed_run_with_dropout_is_bit_identical_to_an_uninterrupted_one(tmp_path):
+    """The checkpoint holds the RNG state: dropout masks after a resume are the ones an
+    uninterrupted run draws (without it validation losses differed by up to 8e-4)."""
+    from lyabook.train import train_population
+
+    spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model, batches, onehot = _dropout_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-dropout"}, encode=onehot, spectrum_inputs=spec_in, progress=False)
+    full = train_population(model, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "a", **kw)
+    torch.manual_seed(0)
+    model2, _, _ = _dropout_task()
+    train_population(model2, batches[:2], batches[2:], epochs=1, out_dir=tmp_path / "b", **kw)
+    torch.manual_seed(123)  # a new process: its own random state, which the checkpoint must override
+    model3, _, _ = _dropout_task()
+    resumed = train_population(model3, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "b", **kw)
+    for a, b in zip(resumed, full):
+        assert a["valid_loss"] == b["valid_loss"]
+        assert (a["exponents"] == b["exponents"]).all()
+
+
+def test_a_kill_between_an_epochs_record_and_its_checkpoint_redoes_that_epoch(tmp_path):
+    """The record is written before state.pt; a kill in between leaves the checkpoint one epoch
+    behind, and a rerun recomputes that epoch instead of failing forever."""
+    import shutil
+
+    from lyabook.train import train_population
+
+    torch.manual_seed(0)
+    model, batches, onehot = _dropout_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-kill"}, encode=onehot, progress=False)
+    full = train_population(model, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "a", **kw)
+    torch.manual_seed(0)
+    model2, _, _ = _dropout_task()
+    train_population(model2, batches[:2], batches[2:], epochs=1, out_dir=tmp_path / "b", **kw)
+    run = next((tmp_path / "b").iterdir())
+    shutil.copy(run / "state.pt", tmp_path / "epoch1.pt")
+    train_population(model2, batches[:2], batches[2:], epochs=2, out_dir=tmp_path / "b", **kw)
+    shutil.copy(tmp_path / "epoch1.pt", run / "state.pt")  # as if killed after epoch 2's record
+    model3, _, _ = _dropout_task()
+    resumed = train_population(model3, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "b", **kw)
+    assert [r["epoch"] for r in resumed] == [0, 1, 2, 3]
+    for a, b in zip(resumed, full):
+        assert a["valid_loss"] == b["valid_loss"]
+
+
+def test_a_missing_or_crafted_checkpoint_is_one_clear_error_and_runs_no_code(tmp_path):
+    import pickle
+
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-ckpt"}, encode=onehot, progress=False, out_dir=tmp_path)
+    train_population(model, batches[:2], batches[2:], epochs=1, **kw)
+    run = next(tmp_path.iterdir())
+    (run / "state.pt").unlink()  # a fresh clone: records committed, checkpoint not
+    assert len(train_population(model, batches[:2], batches[2:], epochs=1, **kw)) == 2  # the records suffice
+    with pytest.raises(RuntimeError, match=r"state\.pt .* is missing.*at most 1 epochs"):
+        train_population(model, batches[:2], batches[2:], epochs=2, **kw)
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (run / "state.pt").write_bytes(pickle.dumps({"epoch": 1, "model": Payload()}))
+    with pytest.raises(RuntimeError, match="loads as data"):
+        train_population(model, batches[:2], batches[2:], epochs=2, **kw)
+    assert not marker.exists()
