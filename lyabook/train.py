@@ -246,21 +246,36 @@ def population_exponents(model: PopulationLSTM, inputs: torch.Tensor, warmup: in
     return _population_exponents(model, inputs, warmup, convention, networks_per_call, **kw)[0]
 
 
-def _population_exponents(model, inputs, warmup, convention, networks_per_call, **kw):
-    """`population_exponents` and the orthonormalization each part ended on (list of str)."""
+def _population_exponents(model, inputs, warmup, convention, networks_per_call, finite=None, **kw):
+    """`population_exponents` and the orthonormalization each part ended on (list of str).
+    ``finite``: (P,) bool, the networks to compute; the others (diverged) get NaN rows."""
     d = 2 * model.hidden_size if convention == "full" else model.hidden_size
     if networks_per_call is None:
         networks_per_call = max(1, (2 << 30) // (inputs.shape[0] * d * d * 8))
     networks_per_call = _as_int("networks_per_call", networks_per_call, 1)
-    out, methods = [], []
-    for a in range(0, model.n_networks, networks_per_call):
-        sub = model.networks(slice(a, a + networks_per_call))
+    P = model.n_networks
+    finite = [True] * P if finite is None else [bool(f) for f in finite]
+    out, methods = torch.full((P, d), float("nan"), dtype=torch.float64), []
+    for a, b in _runs(finite, networks_per_call):
+        sub = model.networks(slice(a, b))
         result = population_spectra(sub, inputs, warmup=warmup, convention=convention, **kw)
-        out.append(network_exponents(result, sub.n_networks))
+        out[a:b] = network_exponents(result, sub.n_networks).cpu()
         methods.append(result.method)
         if model.weight_hh.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
             torch.cuda.empty_cache()
-    return torch.cat(out), methods
+    return out, methods
+
+
+def _runs(keep, size: int):
+    """(start, stop) of the consecutive runs of True in ``keep``, each at most ``size`` long."""
+    runs, start = [], None
+    for i, k in enumerate(list(keep) + [False]):
+        if k and start is None:
+            start = i
+        if start is not None and (not k or i - start == size):
+            runs.append((start, i))
+            start = i if k else None
+    return runs
 
 
 def network_exponents(result, n_networks: int) -> torch.Tensor:
@@ -448,13 +463,20 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
             torch.cuda.synchronize()
         t_train = time.perf_counter() - t0
         valid_loss, valid_acc = evaluate(valid_batches)
+        # a network whose loss or weights stop being finite is marked diverged and left out of the
+        # spectra; nothing couples the networks, so the others go on unchanged
+        finite = torch.isfinite(valid_loss).to(dev)
+        for prm in model.parameters():
+            finite &= torch.isfinite(prm.detach()).flatten(1).all(1)
+        finite = finite.cpu()
         rec = {"epoch": e, "train_loss": train_loss.cpu().tolist() if e > 0 else None, "valid_loss": valid_loss.tolist(),
-               "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train}
+               "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train,
+               "diverged": [i for i in range(P) if not finite[i]]}
         if spectrum_inputs is not None:
             for conv in spectrum_conventions:
                 t1 = time.perf_counter()
                 ex, used = _population_exponents(model, encode(spectrum_inputs.to(dev)), spectrum_warmup, conv, None,
-                                                 method=methods[conv])
+                                                 finite=finite, method=methods[conv])
                 if "householder" in used:  # CholeskyQR3 broke down: training only saturates gates further, so
                     methods[conv] = "householder"  # later epochs skip the failed attempt (up to 64 steps)
                 suffix = _key_suffix(conv)

@@ -314,3 +314,33 @@ def test_a_missing_or_crafted_checkpoint_is_one_clear_error_and_runs_no_code(tmp
     with pytest.raises(RuntimeError, match="loads as data"):
         train_population(model, batches[:2], batches[2:], epochs=2, **kw)
     assert not marker.exists()
+
+
+def test_a_diverged_network_is_marked_and_left_out_and_the_others_go_on(tmp_path):
+    """One network with non-finite weights (a learning rate of 1 can do it) no longer stops the
+    epoch with FloatingPointError: it is marked diverged, its spectrum is NaN, and the other
+    networks' records equal those of a run without it."""
+    import math
+
+    from lyabook.train import train_population
+
+    spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    model, batches, onehot = _tiny_task(P=2)
+    with torch.no_grad():
+        model.weight_hh[1, 0, 0] = float("nan")
+    kw = dict(config={"task": "tiny-diverge"}, encode=onehot, spectrum_inputs=spec_in, progress=False)
+    recs = train_population(model, batches[:2], batches[2:], epochs=2, lr=[0.01, 0.05], out_dir=tmp_path / "a", **kw)
+    alone, _, _ = _tiny_task(P=1)
+    solo = train_population(alone, batches[:2], batches[2:], epochs=2, lr=[0.01], out_dir=tmp_path / "b", **kw)
+    for r, s in zip(recs, solo):
+        assert r["diverged"] == [1] and s["diverged"] == []
+        assert math.isnan(r["valid_loss"][1]) and r["valid_loss"][0] == pytest.approx(s["valid_loss"][0], abs=1e-12)
+        assert all(math.isnan(v) for v in r["exponents"][1])
+        assert r["exponents"][0] == pytest.approx(s["exponents"][0], abs=1e-6)  # float32 records
+
+
+def test_runs_split_the_finite_networks_into_bounded_parts():
+    from lyabook.train import _runs
+
+    assert _runs([True, True, False, True, True, True], 2) == [(0, 2), (3, 5), (5, 6)]
+    assert _runs([False, False], 3) == []
