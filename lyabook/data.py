@@ -4,9 +4,12 @@ Every loader finds its files in a data directory: the ``data_dir`` argument, els
 ``LYABOOK_DATA_DIR`` environment variable, else the user cache ``~/.cache/lyabook``. Files
 are verified against their published sha256 before use (a mismatch is an error naming the
 file). A missing file is downloaded from its public source when ``download=True`` (the
-default) and the network allows, written atomically (no partial file is ever left); otherwise
-the error says which file to put where. The smoke profile may instead use data that ships with
-installed packages (`fallback_digits`, `fallback_text`); notebooks then say so.
+default) and the network allows, written atomically: a failed or interrupted download removes
+its ``.part`` file, and the next download of a file removes ``.part`` files that a killed
+process left. Otherwise the error says which file to put where. A file that exists but cannot
+be read (permissions) is a `DataError` naming it, like a missing or corrupt one. The smoke
+profile may instead use data that ships with installed packages (`fallback_digits`,
+`fallback_text`); notebooks then say so.
 
 The project commits none of these files.
 """
@@ -15,9 +18,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
+import socket
 import struct
 import tempfile
+import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +116,43 @@ def data_dir(path=None) -> Path:
     return Path.home() / ".cache" / "lyabook"
 
 
+def _checked_root(root) -> Path:
+    """data_dir(root), or a DataError when it (or a folder above it) is a file, not a folder."""
+    path = data_dir(root)
+    if root is not None:
+        name = f"the data directory {path}"
+    elif os.environ.get("LYABOOK_DATA_DIR"):
+        name = f"LYABOOK_DATA_DIR={os.environ['LYABOOK_DATA_DIR']}"
+    else:
+        name = f"the default data directory {path}"
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "names a file" if p == path else f"lies under {p}, which is a file"
+                raise DataError(f"{name} {where}, not a folder: point it at a folder that holds "
+                                f"(or will hold) the data files")
+            break
+    return path
+
+
+@contextmanager
+def _reading(path: Path):
+    """Turn an OSError while reading ``path`` (e.g. PermissionError) into a DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except OSError as e:
+        what = "fix its permissions" if isinstance(e, PermissionError) else "it may be damaged"
+        raise DataError(f"{path} cannot be read ({type(e).__name__}: {e.strerror or e}): "
+                        f"{what}, or delete it to download again") from e
+
+
+def _positive(name: str, value) -> None:
+    if not value >= 1:
+        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -126,10 +170,49 @@ def _source_url(rel: str) -> str | None:
     return None
 
 
+_PART_MAX_AGE_S = 3600.0  # a .part file not written to for this long belongs to no live download
+
+
+def _part_owner() -> str:
+    """This process's mark in its .part file names: pid and host (no dots)."""
+    return f"{os.getpid()}-" + re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Remove .part files of ``dest`` left by downloads that were killed (SIGKILL, SIGTERM,
+    power loss: no ``finally`` ran): those whose process on this host is gone, and any not
+    written to for an hour (other hosts, older names). Live downloads of other processes stay."""
+    host = _part_owner().split("-", 1)[1]
+    for part in dest.parent.glob(_glob_escape(dest.name) + ".*.part"):
+        owner = part.name[len(dest.name) + 1 : -len(".part")].rsplit(".", 1)[0]
+        pid, _, part_host = owner.partition("-")
+        stale = False
+        if pid.isdigit() and part_host == host:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                stale = True
+            except OSError:  # exists, owned by another user
+                pass
+        try:
+            stale = stale or time.time() - part.stat().st_mtime > _PART_MAX_AGE_S
+            if stale:
+                part.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 def _download(url: str, dest: Path, expected: str | None, timeout: float = 60.0) -> None:
-    """Download to a temporary file in dest's folder, verify, then rename (atomic)."""
+    """Download to a temporary ``.part`` file in dest's folder, verify, then rename (atomic).
+    The ``.part`` file is removed whatever happens (errors, KeyboardInterrupt); those of killed
+    earlier downloads are removed first."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    _remove_stale_parts(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f"{dest.name}.{_part_owner()}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while block := resp.read(1 << 20):
@@ -149,10 +232,12 @@ def fetch(rel: str, root=None, download: bool = True, checksums: dict | None = N
     Raises `DataError` naming the file and where to put it.
     """
     checksums = _SHA256 if checksums is None else checksums
-    root = data_dir(root)
+    root = _checked_root(root)
     path = root / rel
     expected = checksums.get(rel)
-    if not path.is_file():
+    with _reading(path):
+        present = path.is_file()
+    if not present:
         url = _source_url(rel)
         if download and url is not None:
             try:
@@ -167,7 +252,12 @@ def fetch(rel: str, root=None, download: bool = True, checksums: dict | None = N
         else:
             where = f" (public source: {url})" if url else ""
             raise DataError(f"{rel} is not in {root}: put the file at {path} or set LYABOOK_DATA_DIR{where}")
-    if expected is not None and _sha256(path) != expected:
+    with _reading(path):  # reads the file either way, so an unreadable one is a DataError here
+        if expected is None:
+            open(path, "rb").close()
+            return path
+        actual = _sha256(path)
+    if actual != expected:
         raise DataError(f"{path} does not match its published sha256 {expected[:12]}...: the file is corrupt or a different version; delete it to download again")
     return path
 
@@ -202,7 +292,9 @@ def _char_corpus(text: str, source: str) -> CharCorpus:
 def load_war_and_peace(root=None, download: bool = True) -> CharCorpus:
     """The char-rnn War and Peace (82 characters): BOM stripped, CR line ends made \\n, 80/10/10."""
     path = fetch("war_and_peace/warpeace_input.txt", root, download)
-    return _char_corpus(path.read_bytes().decode("utf-8-sig"), f"War and Peace ({path})")
+    with _reading(path):
+        raw = path.read_bytes()
+    return _char_corpus(raw.decode("utf-8-sig"), f"War and Peace ({path})")
 
 
 def fallback_text() -> CharCorpus:
@@ -215,6 +307,8 @@ def fallback_text() -> CharCorpus:
 def char_batches(ids: torch.Tensor, batch_size: int = 100, seq_len: int = 100):
     """(inputs, targets), each (n_batches, batch_size, seq_len): consecutive non-overlapping
     sequences, targets shifted by one character. Raises when the text is too short."""
+    _positive("batch_size", batch_size)
+    _positive("seq_len", seq_len)
     per_batch = batch_size * seq_len
     n = (len(ids) - 1) // per_batch
     if n < 1:
@@ -228,9 +322,12 @@ def char_batches(ids: torch.Tensor, batch_size: int = 100, seq_len: int = 100):
 def _read_mocap(rel: str, root, download: bool) -> np.ndarray:
     root_path = data_dir(root)
     if (root_path / (rel + ".gz")).is_file():
-        with gzip.open(fetch(rel + ".gz", root, download=False), "rt") as f:
+        path = fetch(rel + ".gz", root, download=False)
+        with _reading(path), gzip.open(path, "rt") as f:
             return np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
-    return np.loadtxt(fetch(rel, root, download), delimiter=",", dtype=np.float64, ndmin=2)
+    path = fetch(rel, root, download)
+    with _reading(path):
+        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
 
 
 def load_cmu_mocap(root=None, download: bool = True, n_features: int = 20, min_std: float = 1e-4):
@@ -238,6 +335,7 @@ def load_cmu_mocap(root=None, download: bool = True, n_features: int = 20, min_s
     drop dimensions with std < ``min_std`` (over the training frames), divide by the std, keep
     the first ``n_features``. Returns ``{"train": [arrays (frames, n_features)], "test": [...]}``
     (one array per recording)."""
+    _positive("n_features", n_features)
     splits = {"train": range(1, 6), "test": range(1, 2)}
     raw = {s: [_read_mocap(f"cmu_mocap/{s}/{c}/{c}_{i}.txt", root, download) for c in MOCAP_CATEGORIES for i in idx]
            for s, idx in splits.items()}
@@ -250,6 +348,7 @@ def load_cmu_mocap(root=None, download: bool = True, n_features: int = 20, min_s
 def mocap_windows(recordings, history: int = 25, train_fraction: float = 0.8, seed: int = 0):
     """Windows predicting frame t from the preceding ``history`` frames, split 80/20 at random:
     ((x_train (n, history, f), y_train (n, f)), (x_valid, y_valid)) as float32 tensors."""
+    _positive("history", history)
     xs, ys = [], []
     for r in recordings:
         if len(r) <= history:
@@ -269,7 +368,7 @@ def mocap_windows(recordings, history: int = 25, train_fraction: float = 0.8, se
 # --------------------------------------------------------------------------- MNIST
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with _reading(path), opener(path, "rb") as f:
         data = f.read()
     if len(data) < 8:
         raise DataError(f"{path} is not an IDX file (too short)")

@@ -149,3 +149,172 @@ def test_real_war_and_peace_has_82_characters():
 def test_real_mnist_has_the_standard_splits():
     m = data.load_mnist(download=False)
     assert m["train"][0].shape == (60000, 28, 28) and m["test"][0].shape == (10000, 28, 28)
+
+
+# --------------------------------------------------------------------------- defect 8 of issue 10
+def _small_data(root):
+    """Tiny MNIST, War and Peace and mocap files under root; returns their checksums."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for stem, n in (("train", 3), ("t10k", 2)):
+        files[f"mnist/{stem}-images-idx3-ubyte.gz"] = _idx(rng.integers(0, 255, (n, 28, 28), dtype=np.uint8), 2051)
+        files[f"mnist/{stem}-labels-idx1-ubyte.gz"] = _idx(rng.integers(0, 10, n, dtype=np.uint8), 2049)
+    files["war_and_peace/warpeace_input.txt"] = b"abc def\n" * 100
+    for rel, b in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b)
+    sums = {k: _sha(v) for k, v in files.items()}
+    sums.update(_write_mocap(root, frames=30, cols=4))
+    return sums
+
+
+_LOADERS = {
+    "mnist": (data.load_mnist, "mnist/t10k-labels-idx1-ubyte.gz"),
+    "war_and_peace": (data.load_war_and_peace, "war_and_peace/warpeace_input.txt"),
+    "mocap": (data.load_cmu_mocap, "cmu_mocap/test/walking/walking_1.txt.gz"),
+}
+
+
+@pytest.mark.parametrize("with_checksums", [True, False])
+@pytest.mark.parametrize("loader", sorted(_LOADERS))
+def test_unreadable_file_is_a_data_error_naming_it(tmp_path, monkeypatch, loader, with_checksums):
+    # chmod 000 does not stop root (the tests' user), so opening the file raises as it would
+    sums = _small_data(tmp_path)
+    monkeypatch.setattr(data, "_SHA256", sums if with_checksums else {})
+    load, rel = _LOADERS[loader]
+    load(tmp_path, download=False)  # readable: loads
+    target = tmp_path / rel
+
+    def unreadable(path, *args, **kwargs):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "open", unreadable, raising=False)
+    with pytest.raises(data.DataError, match=rf"{target}.*cannot be read \(PermissionError: Permission denied\)"):
+        load(tmp_path, download=False)
+
+
+def test_file_that_becomes_unreadable_after_the_check_is_a_data_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_SHA256", _small_data(tmp_path))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(data.DataError, match="warpeace_input.txt cannot be read"):
+        data.load_war_and_peace(tmp_path, download=False)
+    monkeypatch.setattr(gzip, "open", denied)
+    with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz cannot be read"):
+        data._read_idx(tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(data.DataError, match=r"cmu_mocap/train/\w+/\w+_1.txt.gz cannot be read"):
+        data.load_cmu_mocap(tmp_path, download=False)
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_data_dir_that_is_a_file_says_so(tmp_path, monkeypatch, download):
+    f = tmp_path / "data.tar"
+    f.write_bytes(b"not a folder")
+    monkeypatch.setitem(data._SOURCES, "demo/", (tmp_path / "server").as_uri() + "/")
+    monkeypatch.setenv("LYABOOK_DATA_DIR", str(f))
+    with pytest.raises(data.DataError, match=rf"LYABOOK_DATA_DIR={f} names a file, not a folder"):
+        data.fetch("demo/x.txt", download=download)
+    with pytest.raises(data.DataError, match="names a file, not a folder"):
+        data.load_mnist(download=download)
+    with pytest.raises(data.DataError, match="names a file, not a folder"):
+        data.load_cmu_mocap(download=download)
+    monkeypatch.setenv("LYABOOK_DATA_DIR", str(f / "sub"))
+    with pytest.raises(data.DataError, match=rf"LYABOOK_DATA_DIR={f}/sub lies under {f}, which is a file, not a folder"):
+        data.fetch("demo/x.txt", download=download)
+    with pytest.raises(data.DataError, match=rf"the data directory {f} names a file, not a folder"):
+        data.fetch("demo/x.txt", f, download=download)
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_sizes_must_be_positive(tmp_path, value):
+    ids = torch.arange(1000)
+    rec = [np.zeros((40, 3), np.float32)]
+    with pytest.raises(ValueError, match=rf"history must be a positive integer, got history={value}"):
+        data.mocap_windows(rec, history=value)
+    with pytest.raises(ValueError, match=rf"n_features must be a positive integer, got n_features={value}"):
+        data.load_cmu_mocap(tmp_path, download=False, n_features=value)
+    with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got batch_size={value}"):
+        data.char_batches(ids, batch_size=value, seq_len=10)
+    with pytest.raises(ValueError, match=rf"seq_len must be a positive integer, got seq_len={value}"):
+        data.char_batches(ids, batch_size=10, seq_len=value)
+    assert data.mocap_windows(rec, history=1)[0][0].shape[1:] == (1, 3)
+    assert data.char_batches(ids, batch_size=1, seq_len=1)[0].shape == (999, 1, 1)
+
+
+class _Dropping:
+    """A response that sends one block, then fails with ``error``."""
+
+    def __init__(self, error):
+        self.error, self.sent = error, False
+
+    def read(self, n):
+        if not self.sent:
+            self.sent = True
+            return b"x" * 1000
+        raise self.error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), KeyboardInterrupt()])
+def test_interrupted_download_removes_its_part_file(tmp_path, monkeypatch, error):
+    monkeypatch.setitem(data._SOURCES, "demo/", "https://example.invalid/")
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _Dropping(error))
+    with pytest.raises(data.DataError if isinstance(error, OSError) else KeyboardInterrupt):
+        data.fetch("demo/file.txt", tmp_path, checksums={})
+    assert list((tmp_path / "demo").iterdir()) == []
+
+
+_KILLED_DOWNLOAD = """
+import os, signal, sys
+from lyabook import data
+class Killed:
+    def __enter__(self): return self
+    def __exit__(self, *exc): return False
+    def read(self, n):
+        if not getattr(self, "sent", False):
+            self.sent = True
+            return b"partial"
+        os.kill(os.getpid(), signal.SIGKILL)  # no finally runs
+data._SOURCES["demo/"] = "https://example.invalid/"
+data.urllib.request.urlopen = lambda url, timeout: Killed()
+data.fetch("demo/file.txt", sys.argv[1], checksums={})
+"""
+
+
+def test_part_files_of_killed_downloads_are_not_data_and_go_on_the_next_download(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-c", _KILLED_DOWNLOAD, str(root)], cwd=Path(data.__file__).parents[1])
+    assert r.returncode == -9
+    killed = list((root / "demo").glob("file.txt.*.part"))
+    assert len(killed) == 1  # left behind: the process died mid-download
+    # older versions named .part files file.txt.<random>.part: stale once not written to for an hour
+    old = root / "demo" / "file.txt.k3j_x9a1.part"
+    old.write_bytes(b"old")
+    os.utime(old, (time.time() - 7200,) * 2)
+    # a download in progress in a live process (here: this one) is left alone
+    live = root / "demo" / f"file.txt.{data._part_owner()}.abcd1234.part"
+    live.write_bytes(b"in progress")
+    # a .part file is never taken for the data
+    with pytest.raises(data.DataError, match="demo/file.txt is not in"):
+        data.fetch("demo/file.txt", root, download=False, checksums={})
+    src = tmp_path / "server"
+    src.mkdir()
+    (src / "file.txt").write_bytes(b"hello")
+    monkeypatch.setitem(data._SOURCES, "demo/", src.as_uri() + "/")
+    path = data.fetch("demo/file.txt", root, checksums={"demo/file.txt": _sha(b"hello")})
+    assert path.read_bytes() == b"hello"
+    assert sorted(p.name for p in (root / "demo").iterdir()) == sorted(["file.txt", live.name])
