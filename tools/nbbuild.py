@@ -2,10 +2,9 @@
 when a notebook is created; afterwards the .ipynb files are edited as notebooks."""
 import nbformat
 
-COLAB = '''# Colab only: install lyabook (this cell does nothing elsewhere and nbval skips it)
-import sys
-if "google.colab" in sys.modules:
-    %pip install -q "lyabook[book] @ git+https://github.com/lyabook/lyabook"'''
+from lyabook.cli import code_ref, colab_cell_source
+
+COLAB = colab_cell_source(code_ref())  # the same cell `lyabook run` writes (it rewrites it at every run)
 
 
 def write(path, cells):
