@@ -286,16 +286,14 @@ def check_device(device: str) -> str:
     without CUDA is an error. The notebook receives ``device`` itself, not this name."""
     if device not in DEVICES:
         raise CLIError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
-    import torch
+    from .results import resolve_device  # the notebooks' own resolution: one rule for both
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CLIError("device 'cuda' requested but torch sees no CUDA device")
-    return device
+    try:
+        return resolve_device(device).type
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
-resolve_device_name = check_device  # the earlier name
 
 
 def prepare_out(out) -> Path:
