@@ -57,6 +57,7 @@ class PopulationLSTM(nn.Module):
         if ((self.dropout < 0) | (self.dropout >= 1)).any():
             raise ValueError("dropout must lie in [0, 1) for every network")
         self.has_bias = bias
+        self.seed = seed
         self.weight_ih = nn.Parameter(torch.empty(P, 4 * H, input_size))
         self.weight_hh = nn.Parameter(torch.empty(P, 4 * H, H))
         self.bias = nn.Parameter(torch.empty(P, 4 * H)) if bias else None
@@ -84,7 +85,7 @@ class PopulationLSTM(nn.Module):
         sub = PopulationLSTM.__new__(PopulationLSTM)
         nn.Module.__init__(sub)
         sub.n_networks, sub.input_size, sub.hidden_size, sub.output_size = len(ids), self.input_size, self.hidden_size, self.output_size
-        sub.init_p, sub.dropout, sub.has_bias = self.init_p[index], self.dropout[index], self.has_bias
+        sub.init_p, sub.dropout, sub.has_bias, sub.seed = self.init_p[index], self.dropout[index], self.has_bias, self.seed
         for name, prm in self.named_parameters():
             setattr(sub, name, nn.Parameter(prm.detach()[index], requires_grad=False))
         if self.bias is None:
@@ -286,6 +287,44 @@ def network_exponents(result, n_networks: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ training loop
+# Bumped whenever a change to this module changes the numbers a run records: records made by
+# another trainer version then live in another folder and are never reused.
+TRAINER_VERSION = 1
+
+
+def _digest(tensors) -> str:
+    """sha256 (16 hex digits) of tensors' shapes, dtypes and bytes, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_settings(model: PopulationLSTM, train_batches, valid_batches, spectrum_inputs, spectrum_warmup: int,
+                 spectrum_conventions, task: str) -> dict:
+    """Everything besides the caller's ``config`` that changes a run's numbers: the trainer's
+    version, the task, the model's sizes and initialization (seed, p, dropout), the training and
+    validation data and the spectrum's inputs (digests of their bytes), warm-up and conventions.
+    Part of the run's identity, so a changed setting never reuses another run's records."""
+    return {"trainer": TRAINER_VERSION, "task": task,
+            "model": {"networks": model.n_networks, "sizes": [model.input_size, model.hidden_size, model.output_size],
+                      "bias": model.has_bias, "init_p": model.init_p.tolist(), "dropout": model.dropout.tolist(),
+                      "seed": model.seed},
+            "train": {"batches": len(train_batches), "data": _digest(t for xy in train_batches for t in xy)},
+            "valid": {"batches": len(valid_batches), "data": _digest(t for xy in valid_batches for t in xy)},
+            "spectrum": None if spectrum_inputs is None else {"inputs": _digest([spectrum_inputs]), "warmup": spectrum_warmup,
+                                                              "conventions": list(spectrum_conventions)}}
+
+
+def run_hash(config: dict, settings: dict, lr_decay: float, decay_after: int) -> str:
+    """The run folder's name: the caller's configuration, the learning-rate schedule and `run_settings`."""
+    return config_hash({**config, "lr_decay": lr_decay, "decay_after": decay_after, "run": settings})
+
+
 def config_hash(config: dict) -> str:
     """Short stable hash of a JSON-serializable configuration."""
     import hashlib
@@ -376,9 +415,11 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     (trained LSTMs' saturated gates make their Jacobians numerically singular), later epochs go
     straight to Householder. Each record names the method its spectra ended on.
     The learning rate is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
+    The run folder's name hashes ``config``, ``lr_decay``, ``decay_after`` and `run_settings`
+    (data, sizes, seed, spectrum inputs, trainer version): any setting that changes
+    the numbers changes the folder, so records made under other settings are never reused.
     Leave the number of epochs out of ``config``: nothing before epoch e depends on it, so a
-    run asked for more epochs later continues the records of a shorter one (``lr_decay`` and
-    ``decay_after`` are hashed with the configuration).
+    run asked for more epochs later continues the records of a shorter one.
     ``time_limit_s``: stop after the first epoch that ends past this many seconds of this
     call (a GPU session's budget, say); the records so far are kept and a rerun resumes.
     Returns the list of epoch records (fewer than ``epochs + 1`` when the time limit stopped it).
@@ -395,7 +436,8 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     encode = encode or (lambda x: x)
-    h = config_hash({**config, "lr_decay": lr_decay, "decay_after": decay_after})
+    settings = run_settings(model, train_batches, valid_batches, spectrum_inputs, spectrum_warmup, spectrum_conventions, task)
+    h = run_hash(config, settings, lr_decay, decay_after)
     run_dir = Path(out_dir) / h
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = PopulationAdam(model.parameters(), lr=lr)
@@ -489,7 +531,7 @@ def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epo
         # epoch as finished. "device" names the device (the GPU's name, or "cpu"), as in every record.
         arrays = {k: v for k, v in rec.items() if isinstance(v, np.ndarray)}
         scalars = {k: v for k, v in rec.items() if k not in arrays}
-        prov = {"config": config, "config_hash": h, **provenance(None, dev),
+        prov = {"config": config, "config_hash": h, "run_settings": settings, **provenance(None, dev),
                 "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
         save_results(run_dir / f"epoch_{e:03d}.json", scalars, prov, arrays=arrays or None)
         # the checkpoint after the record: a kill between the two leaves a record one epoch ahead of

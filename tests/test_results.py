@@ -16,7 +16,7 @@ import torch
 
 from lyabook import results as R
 from lyabook.provenance import load_results, provenance, resolve_device, save_results  # the notebooks' import
-from lyabook.train import config_hash
+from lyabook.train import run_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "notebooks" / "results"
@@ -251,8 +251,9 @@ def test_committed_training_records_load_with_identical_numbers_and_keep_their_f
                 assert got[k].dtype == v.dtype and np.array_equal(got[k], v), (f, k)
             prov = rec["provenance"]
             assert prov["config_hash"] == run.name and prov["device"]
-            # the folder name is the hash train_population computes (notebook 03 keeps the defaults)
-            assert config_hash({**prov["config"], "lr_decay": 0.95, "decay_after": 10}) == run.name
+            # the folder name is the hash train_population computes (notebook 03 keeps the defaults),
+            # from the configuration and the run settings the records were computed under
+            assert run_hash(prov["config"], prov["run_settings"], 0.95, 10) == run.name
 
 
 # ------------------------------------------------------------------ manifest

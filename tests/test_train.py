@@ -193,19 +193,21 @@ def test_epoch_records_are_written_by_the_one_result_writer_with_the_code_versio
     import numpy as np
 
     from lyabook.results import load_results
-    from lyabook.train import config_hash, train_population
+    from lyabook.train import run_hash, run_settings, train_population
 
     model, batches, onehot = _tiny_task()
     spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
     cfg = {"task": "tiny"}
+    settings = run_settings(model, batches[:2], batches[2:], spec_in, 0, ("full",), "classification")
     recs = train_population(model, batches[:2], batches[2:], epochs=1, lr=[0.01, 0.05], config=cfg, out_dir=tmp_path,
                             encode=onehot, spectrum_inputs=spec_in, progress=False)
-    run = tmp_path / config_hash({**cfg, "lr_decay": 0.95, "decay_after": 10})
+    run = tmp_path / run_hash(cfg, settings, 0.95, 10)
     assert sorted(p.name for p in run.iterdir()) == ["epoch_000.json", "epoch_000.npz", "epoch_001.json", "epoch_001.npz", "state.pt"]
     doc = json.loads((run / "epoch_001.json").read_text())
     assert doc["arrays"]["file"] == "epoch_001.npz" and doc["arrays"]["keys"] == ["exponents"] and doc["arrays"]["sha256"]
     prov = doc["provenance"]
     assert prov["config"] == cfg and prov["config_hash"] == run.name and prov["device"] == "cpu"
+    assert prov["run_settings"] == settings
     assert {"lyabook", "git_commit", "source_sha256", "torch", "host", "date"} <= set(prov)
     back = load_results(run / "epoch_001.json")["results"]
     assert back["exponents"].dtype == np.float32 and np.array_equal(back["exponents"], recs[1]["exponents"])
@@ -344,3 +346,29 @@ def test_runs_split_the_finite_networks_into_bounded_parts():
 
     assert _runs([True, True, False, True, True, True], 2) == [(0, 2), (3, 5), (5, 6)]
     assert _runs([False, False], 3) == []
+
+
+def test_a_changed_setting_never_reuses_records_made_under_another(tmp_path):
+    """Spectrum inputs, data, batches, sizes and seed are part of the run's identity (they were
+    not: notebook 03 with other spectrum_steps or char_max_chars returned the first run's numbers)."""
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    spec = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-identity"}, encode=onehot, out_dir=tmp_path, progress=False)
+    first = train_population(model, batches[:2], batches[2:], epochs=1, spectrum_inputs=spec, **kw)
+    variants = [
+        dict(train_batches=batches[:2], valid_batches=batches[2:], spectrum_inputs=spec[:, :6]),   # spectrum steps
+        dict(train_batches=batches[:1], valid_batches=batches[2:], spectrum_inputs=spec),          # training data
+        dict(train_batches=batches[:2], valid_batches=batches[1:2], spectrum_inputs=spec),         # validation data
+    ]
+    for i, v in enumerate(variants):
+        m, _, _ = _tiny_task()
+        recs = train_population(m, epochs=1, **v, **kw)
+        assert len(list(tmp_path.iterdir())) == i + 2, "a new run folder for every changed setting"
+        assert recs[1]["train_time_s"] != first[1]["train_time_s"]  # computed, not reloaded
+    other_seed = PopulationLSTM(2, 5, 6, 5, init_p=[0.1, 0.3], seed=1).double()
+    train_population(other_seed, batches[:2], batches[2:], epochs=1, spectrum_inputs=spec, **kw)
+    assert len(list(tmp_path.iterdir())) == len(variants) + 2
+    again = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, spectrum_inputs=spec, **kw)
+    assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in first]  # the same settings: reloaded
