@@ -67,7 +67,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["ResultsError", "MissingResultsError", "provenance", "code_version", "resolve_device", "save_results",
+__all__ = ["ResultsError", "MissingResultsError", "provenance", "code_version", "records_provenance", "git_last_change",
+           "resolve_device", "save_results",
            "load_results", "write_manifest", "check_manifest", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -118,6 +119,31 @@ def _git(args, cwd: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout if res.returncode == 0 else None
+
+
+def git_last_change(path) -> str | None:
+    """'<short commit> <date>' of the last commit that changed ``path`` (a file or a folder);
+    None outside a git checkout or for a path git does not track."""
+    path = Path(path).resolve()
+    out = _git(["log", "-1", "--format=%h %cs", "--", str(path)], path if path.is_dir() else path.parent)
+    return (out or "").strip() or None
+
+
+def records_provenance(provs) -> dict:
+    """One provenance for a run made of several records (a population's epochs), in `provenance`'s
+    keys: for the device name, versions, commit, sources and host, the distinct values the records
+    hold, joined by ", "; for the date, the first and the last. Keys no record holds are left out.
+    Training records name their device under "device"."""
+    provs = [{"device_name": p.get("device"), **p} for p in provs]
+    out = {}
+    for key in ("device_name", "torch", "lyabook", "git_commit", "source_sha256", "host"):
+        vals = sorted({str(p[key]) for p in provs if p.get(key) is not None})
+        if vals:
+            out[key] = ", ".join(vals)
+    dates = sorted(str(p["date"]) for p in provs if p.get("date"))
+    if dates:
+        out["date"] = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+    return out
 
 
 def code_version() -> dict:

@@ -34,25 +34,27 @@ def table(rows, index: str | None = None, *, digits: int = 3):
 
 def provenance_table(prov: dict, run: dict | None = None):
     """A DataFrame of the provenance ``prov`` (one column), or of ``run`` (the run that produced the
-    numbers, e.g. read from its records) beside ``prov`` (this rendering)."""
+    numbers, e.g. `lyabook.results.records_provenance` of its records, plus any rows of its own)
+    beside ``prov`` (this rendering)."""
     import pandas as pd
 
     def rows(p):
         out = {label: p.get(key) for key, label in PROVENANCE_ROWS.items() if p.get(key) is not None}
-        if p.get("git_commit") and p.get("git_dirty"):
-            out["git commit"] = f"{p['git_commit'][:12]} (with uncommitted changes)"
-        elif p.get("git_commit"):
-            out["git commit"] = p["git_commit"][:12]
+        short = lambda v, n: ", ".join(part[:n] for part in str(v).split(", "))  # noqa: E731 (several records: a list)
+        if p.get("git_commit"):
+            out["git commit"] = short(p["git_commit"], 12) + (" (with uncommitted changes)" if p.get("git_dirty") else "")
         if p.get("git_commit") and p.get("lyabook"):
             # an editable install's version names the commit it was installed at; the commit row is the code
-            out["lyabook"] = str(p["lyabook"]).split("+")[0]
+            out["lyabook"] = ", ".join(sorted({part.split("+")[0] for part in str(p["lyabook"]).split(", ")}))
         if p.get("source_sha256"):
-            out["source sha256"] = p["source_sha256"][:16]
+            out["source sha256"] = short(p["source_sha256"], 16)
         return {k: str(v) for k, v in out.items()}
 
     if run is None:
         return pd.DataFrame({"provenance": rows(prov)})
     this = rows(prov)
+    # the run's provenance keys get the same labels; anything else it holds is shown as given
+    run = {**rows(run), **{k: v for k, v in run.items() if k not in PROVENANCE_ROWS and k != "git_dirty"}}
     keys = list(dict.fromkeys(list(run) + list(this)))
     return pd.DataFrame({"the run that produced the numbers": [str(run.get(k, "not recorded")) for k in keys],
                          "this rendering": [this.get(k, "") for k in keys]}, index=keys)

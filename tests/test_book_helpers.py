@@ -86,3 +86,18 @@ def test_book_style_shows_table_cells_in_full():
     use_book_style()
     long = "a criterion that is longer than fifty characters and must not be cut short"
     assert long in pd.DataFrame({"criterion": [long]})._repr_html_()
+
+
+def test_a_runs_records_give_one_provenance_labelled_like_the_renderings():
+    from lyabook.results import records_provenance
+
+    old = {"device": "NVIDIA H100", "torch": "2.11"}                      # records before the one writer
+    new = {"device": "NVIDIA H100", "device_name": "NVIDIA H100", "torch": "2.11", "git_commit": "a" * 40,
+           "lyabook": "0.2.dev1+gaaaa", "date": "2026-11-25T10:00:00+00:00"}
+    run = records_provenance([old, new, {**new, "date": "2026-11-26T09:00:00+00:00"}])
+    assert run == {"device_name": "NVIDIA H100", "torch": "2.11", "lyabook": "0.2.dev1+gaaaa", "git_commit": "a" * 40,
+                   "date": "2026-11-25T10:00:00+00:00 to 2026-11-26T09:00:00+00:00"}
+    df = provenance_table({"device_name": "cpu", "torch": "2.13"}, run={**run, "epochs recorded": "3"})
+    col = df["the run that produced the numbers"]
+    assert col["device"] == "NVIDIA H100" and col["git commit"] == "a" * 12 and col["lyabook"] == "0.2.dev1"
+    assert col["epochs recorded"] == "3" and df.loc["device", "this rendering"] == "cpu"
