@@ -166,6 +166,11 @@ class RecurrentCell(nn.Module):
     # -------------------------------------------------------------- training
     def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None):
         """inputs (B, T, input_size) -> (outputs (B, T, hidden_size), final state (B, state_dim))."""
+        return self.unroll(inputs, state)
+
+    def unroll(self, inputs: torch.Tensor, state: torch.Tensor | None = None):
+        """`forward` as a loop over `step` (what `lyabook.population.Population` maps over
+        networks; the torch-backed cells' `forward` uses torch's fused kernels instead)."""
         if inputs.ndim != 3 or inputs.shape[-1] != self.input_size:
             raise ValueError(
                 f"{type(self).__name__}: inputs must be (B, T, {self.input_size}), got {tuple(inputs.shape)}"
@@ -384,6 +389,17 @@ class _Custom(RecurrentCell):
     def _add(self, name, l, *shape):
         self.register_parameter(f"{name}_l{l}", nn.Parameter(torch.empty(*shape)))
 
+    def _constants(self, **values):
+        """Register the cell's constants (eps, gamma, dt, ...) as 0-d buffers in the default
+        dtype: they move and convert with the parameters, appear in the state dict, and a
+        `lyabook.population.Population` stacks them like parameters, so each network of a
+        population can have its own."""
+        for name, v in values.items():
+            v = float(v)
+            if not math.isfinite(v):
+                raise ValueError(f"{type(self).__name__}: {name} must be finite, got {v!r}")
+            self.register_buffer(name, torch.tensor(v, dtype=torch.get_default_dtype()))
+
     def reset_parameters(self):
         """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, like torch's recurrent modules."""
         bound = 1.0 / math.sqrt(self.hidden_size)
@@ -402,7 +418,8 @@ class ASRNN(_Custom):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, eps=0.01, gamma=0.01):
         super().__init__(input_size, hidden_size, num_layers)
-        self.eps, self.gamma, self.bias = float(eps), float(gamma), bias
+        self.bias = bias
+        self._constants(eps=eps, gamma=gamma)
         for l in range(num_layers):
             self._add("weight_ih", l, hidden_size, self._layer_input_size(l))
             self._add("weight_hh", l, hidden_size, hidden_size)
@@ -445,7 +462,8 @@ class CoRNN(_Custom):
         super().__init__(input_size, hidden_size, num_layers, convention)
         # stored as delta_t: a `dt` attribute would make the engine report exponents per unit
         # time, while RNN exponents are per step
-        self.delta_t, self.gamma, self.epsilon, self.bias = float(dt), float(gamma), float(epsilon), bias
+        self.bias = bias
+        self._constants(delta_t=dt, gamma=gamma, epsilon=epsilon)
         for l in range(num_layers):
             self._add("weight_ih", l, hidden_size, self._layer_input_size(l))
             self._add("weight_hh", l, hidden_size, 2 * hidden_size)  # acts on [y; z]
@@ -493,8 +511,8 @@ class LipschitzRNN(_Custom):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, eps=0.03, beta=0.75,
                  gamma_a=0.001, gamma_w=0.001):
         super().__init__(input_size, hidden_size, num_layers)
-        self.eps, self.beta, self.gamma_a, self.gamma_w, self.bias = (
-            float(eps), float(beta), float(gamma_a), float(gamma_w), bias)
+        self.bias = bias
+        self._constants(eps=eps, beta=beta, gamma_a=gamma_a, gamma_w=gamma_w)
         for l in range(num_layers):
             self._add("weight_ih", l, hidden_size, self._layer_input_size(l))
             self._add("m_a", l, hidden_size, hidden_size)
@@ -544,14 +562,16 @@ class NoisyRNN(LipschitzRNN):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, eps=0.1, beta=0.75,
                  gamma_a=0.001, gamma_w=0.001, sigma_add=0.02, sigma_mult=0.02):
         super().__init__(input_size, hidden_size, num_layers, bias, eps, beta, gamma_a, gamma_w)
-        self.sigma_add, self.sigma_mult = float(sigma_add), float(sigma_mult)
+        self._constants(sigma_add=sigma_add, sigma_mult=sigma_mult)
 
     def _layer(self, l, h, u, jac, input_jac=False):
         out = super()._layer(l, h, u, jac, input_jac)
-        if not self.training or (self.sigma_add == 0 and self.sigma_mult == 0):
+        if not self.training:
             return out
+        # noise is drawn even when both sigmas are 0 (it is then multiplied by 0): a test on the
+        # constants' values would be data-dependent control flow, which torch.func.vmap forbids
         h_new = out[0] if jac else out
-        s = math.sqrt(self.eps)
+        s = self.eps.sqrt()
         noise = s * (self.sigma_add * torch.randn_like(h) + self.sigma_mult * h * torch.randn_like(h))
         return (h_new + noise, *out[1:]) if jac else h_new + noise
 
@@ -571,7 +591,8 @@ class LEM(_Custom):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, dt=1.0, convention="full"):
         super().__init__(input_size, hidden_size, num_layers, convention)
-        self.delta_t, self.bias = float(dt), bias  # not `dt`: exponents stay per step
+        self.bias = bias
+        self._constants(delta_t=dt)  # not `dt`: exponents stay per step
         for l in range(num_layers):
             self._add("weight_ih", l, 4 * hidden_size, self._layer_input_size(l))  # dt1, dt2, z, y
             self._add("weight_hh", l, 3 * hidden_size, hidden_size)  # dt1, dt2, y

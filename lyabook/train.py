@@ -1,295 +1,40 @@
-"""Population training: P independent networks trained at once as one batched model.
+"""Training populations (`lyabook.population.Population`) with records that cannot go stale.
 
-A sweep over hyperparameters (learning rate, dropout, initialization half-width p of
-U(-p, p)) trains P networks of equal size. Stacking their weights along a leading dimension
-turns P small matrix products into one batched product, so tens to thousands of networks
-train at GPU speed. Nothing couples the networks: the loss is the sum of the networks' own
-losses, and Adam is elementwise with a per-network learning rate, so the result equals
-training each network alone (`tests/test_train.py` checks this).
-
-The population is also a system for `lyabook.lyapunov_spectrum`: its state stacks the P
-networks' LSTM states, so one engine call computes every network's spectrum.
+`train_population` is the loop; each of its parts does one job and is usable alone:
+`train_epoch` (the optimizer steps), `evaluate` (losses and accuracies), `finite_networks`
+(which networks diverged), `epoch_spectra` (every network's Lyapunov spectrum, through
+`lyabook.population.population_exponents`), and `RunRecords` (the run's folder: epoch records
+written with `lyabook.results.save_results`, the checkpoint, resuming, shards and their merge).
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import numpy as np
 import torch
-from torch import nn
 
-from .lyapunov import _as_int
-from .rnn import lstm_jacobian
+from .population import Population, PopulationAdam, per_network, population_exponents, shard_range
+from .rnn import LSTM
 
-__all__ = ["PopulationLSTM", "PopulationAdam", "population_spectra", "population_exponents", "network_exponents"]
-
-
-def _per_network(value, n: int, name: str) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=torch.float64).flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"{name} must be a scalar or have one value per network ({n}), got {t.numel()}")
-    return t.clone()
+__all__ = ["PopulationLSTM", "train_population", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
+           "RunRecords", "merge_shards", "run_settings", "run_hash", "config_hash", "TRAINER_VERSION"]
 
 
-class PopulationLSTM(nn.Module):
-    """P single-layer LSTMs (torch's gate order i, f, g, o) with linear read-outs.
-
-    Args:
-        n_networks: P.
-        input_size, hidden_size, output_size: sizes shared by the population.
-        init_p: half-width p of the uniform initialization U(-p, p), scalar or (P,).
-        dropout: dropout rate on the LSTM output before the read-out, scalar or (P,).
-        bias: LSTM biases (the dissertation's CharRNN has none).
-        seed: initialization seed; network i's weights depend only on (seed, i).
-
-    Parameters have a leading P dimension: ``weight_ih`` (P, 4H, I), ``weight_hh`` (P, 4H, H),
-    ``bias`` (P, 4H) if bias, ``weight_out`` (P, O, H), ``bias_out`` (P, O).
-    """
-
-    def __init__(self, n_networks: int, input_size: int, hidden_size: int, output_size: int, *,
-                 init_p=0.08, dropout=0.0, bias: bool = False, seed: int = 0):
-        super().__init__()
-        if n_networks < 1:
-            raise ValueError(f"n_networks must be >= 1, got {n_networks}")
-        P, H = n_networks, hidden_size
-        self.n_networks, self.input_size, self.hidden_size, self.output_size = P, input_size, H, output_size
-        self.init_p = _per_network(init_p, P, "init_p")
-        self.dropout = _per_network(dropout, P, "dropout")
-        if ((self.dropout < 0) | (self.dropout >= 1)).any():
-            raise ValueError("dropout must lie in [0, 1) for every network")
-        self.has_bias = bias
-        self.seed = seed
-        self.weight_ih = nn.Parameter(torch.empty(P, 4 * H, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(P, 4 * H, H))
-        self.bias = nn.Parameter(torch.empty(P, 4 * H)) if bias else None
-        self.weight_out = nn.Parameter(torch.empty(P, output_size, H))
-        self.bias_out = nn.Parameter(torch.empty(P, output_size))
-        self.reset_parameters(seed)
-
-    def reset_parameters(self, seed: int = 0):
-        """Network i: every parameter ~ U(-p_i, p_i) from its own generator (seed, i)."""
-        with torch.no_grad():
-            for i in range(self.n_networks):
-                g = torch.Generator().manual_seed(seed * 1_000_003 + i)
-                p = float(self.init_p[i])
-                for prm in self.parameters():
-                    prm[i].copy_((torch.rand(prm[i].shape, generator=g) * 2 - 1) * p)
-
-    def networks(self, index: slice) -> "PopulationLSTM":
-        """The sub-population ``index`` (a slice of networks), sharing this one's parameters
-        (views, no copy): used to compute spectra of a large population in parts."""
-        if not isinstance(index, slice):
-            raise TypeError(f"index must be a slice of networks, got {type(index).__name__}")
-        ids = range(self.n_networks)[index]
-        if len(ids) == 0:
-            raise ValueError(f"slice {index} selects no network of the {self.n_networks}")
-        sub = PopulationLSTM.__new__(PopulationLSTM)
-        nn.Module.__init__(sub)
-        sub.n_networks, sub.input_size, sub.hidden_size, sub.output_size = len(ids), self.input_size, self.hidden_size, self.output_size
-        sub.init_p, sub.dropout, sub.has_bias, sub.seed = self.init_p[index], self.dropout[index], self.has_bias, self.seed
-        for name, prm in self.named_parameters():
-            setattr(sub, name, nn.Parameter(prm.detach()[index], requires_grad=False))
-        if self.bias is None:
-            sub.bias = None
-        sub.train(self.training)
-        return sub
-
-    # ----------------------------------------------------------------- forward
-    def _input_projection(self, x):
-        """W_ih x (+ b) for inputs x (P, B, [T,] I): computed for a whole sequence at once,
-        outside the time loop (one large product instead of T small ones)."""
-        shape = x.shape
-        z = torch.bmm(x.reshape(shape[0], -1, shape[-1]), self.weight_ih.mT)
-        if self.bias is not None:
-            z = z + self.bias.unsqueeze(1)
-        return z.reshape(*shape[:-1], 4 * self.hidden_size)
-
-    def _activations(self, z_t, h, c):
-        """Gate activations i, f, g, o, the new cell state and tanh of it, all (P, B, H),
-        from the input projection z_t (P, B, 4H) and h, c (P, B, H): one LSTM step for
-        every network."""
-        gates = torch.baddbmm(z_t, h, self.weight_hh.mT)
-        gi, gf, gg, go = gates.chunk(4, -1)
-        i, f, g, o = torch.sigmoid(gi), torch.sigmoid(gf), torch.tanh(gg), torch.sigmoid(go)
-        c_new = f * c + i * g
-        return i, f, g, o, c_new, torch.tanh(c_new)
-
-    def _cell(self, z_t, h, c):
-        """One step for all networks: z_t (P, B, 4H) input projection, h, c (P, B, H) -> (h', c')."""
-        _, _, _, o, c_new, tc = self._activations(z_t, h, c)
-        return o * tc, c_new
-
-    def forward(self, x: torch.Tensor, state=None):
-        """x (P, B, T, I) -> (outputs (P, B, T, O), (h, c) each (P, B, H))."""
-        P, B, T, _ = x.shape
-        if P != self.n_networks:
-            raise ValueError(f"inputs have {P} networks in dim 0, the population has {self.n_networks}")
-        h, c = state if state is not None else (x.new_zeros(P, B, self.hidden_size),) * 2
-        # unbind, not z[:, :, t]: the backward of T slices would write T zero tensors of z's size
-        zs = self._input_projection(x).unbind(2)  # T of (P, B, 4H)
-        hs = []
-        for z_t in zs:
-            h, c = self._cell(z_t, h, c)
-            hs.append(h)
-        hs = torch.stack(hs, 2)  # (P, B, T, H)
-        if self.training and bool((self.dropout > 0).any()):
-            keep = (1 - self.dropout).to(hs).view(P, 1, 1, 1)
-            hs = hs * (torch.rand_like(hs) < keep) / keep
-        out = torch.einsum("pbth,poh->pbto", hs, self.weight_out) + self.bias_out.view(P, 1, 1, -1)
-        return out, (h, c)
-
-    # ----------------------------------------------------- system protocol
-    convention = "full"  # or "h_block" (set by population_spectra)
-
-    @property
-    def state_dim(self) -> int:
-        """Flat state of all networks for the engine: batch entry (p, b) is row p * B + b."""
-        return 2 * self.hidden_size
-
-    @property
-    def tangent_dim(self) -> int:
-        return 2 * self.hidden_size if self.convention == "full" else self.hidden_size
-
-    def _split(self, x):
-        """Flat rows (P*B, 2H) -> h, c (P, B, H) each."""
-        P, H = self.n_networks, self.hidden_size
-        B = x.shape[0] // P
-        if x.shape[0] != P * B:
-            raise ValueError(f"batch {x.shape[0]} is not a multiple of the population size {P}")
-        return x[:, :H].reshape(P, B, H), x[:, H:].reshape(P, B, H)
-
-    def step_and_jacobian(self, x: torch.Tensor, u: torch.Tensor):
-        """x (P*B, 2H) flat (h, c) per row, u (P*B, I) -> (x_next, J (P*B, 2H, 2H)); rows are
-        grouped by network (all B rows of network 0 first)."""
-        P, H = self.n_networks, self.hidden_size
-        h, c = self._split(x)
-        B = h.shape[1]
-        i, f, g, o, c_new, tc = self._activations(self._input_projection(u.reshape(P, B, -1)), h, c)
-        h_new = o * tc
-        # the single-network LSTM Jacobian, with each network's weights broadcast over its rows
-        J, _ = lstm_jacobian(c, i, f, g, o, tc, self.weight_hh.unsqueeze(1))
-        x_next = torch.cat((h_new, c_new), -1).reshape(P * B, 2 * H)
-        J = J.reshape(P * B, 2 * H, 2 * H)
-        if self.convention == "h_block":  # the dissertation's dh'/dh with c held fixed
-            J = J[:, :H, :H]
-        return x_next, J
-
-    def step(self, x, u):
-        h, c = self._split(x)
-        h_new, c_new = self._cell(self._input_projection(u.reshape(h.shape[0], h.shape[1], -1)), h, c)
-        return torch.cat((h_new, c_new), -1).reshape(x.shape)
-
-    def jacobian(self, x, u):
-        return self.step_and_jacobian(x, u)[1]
+def PopulationLSTM(n_networks: int, input_size: int, hidden_size: int, output_size: int, *, init_p=0.08,
+                   dropout=0.0, bias: bool = False, seed: int = 0) -> Population:
+    """P single-layer LSTMs with linear read-outs: ``Population(rnn.LSTM, ...)`` (the CharRNN and
+    mocap networks of the dissertation's Chapter 2; the CharRNN has no biases)."""
+    return Population(LSTM, n_networks, input_size, hidden_size, output_size, init_p=init_p, dropout=dropout,
+                      seed=seed, bias=bias)
 
 
-class PopulationAdam(torch.optim.Optimizer):
-    """Adam (Kingma & Ba) with one learning rate per network.
-
-    Every parameter has the population in dim 0; ``lr`` is (P,). Updates are elementwise,
-    so each network's trajectory equals plain Adam on that network alone.
-    """
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
-        params = list(params)
-        P = params[0].shape[0]
-        super().__init__(params, dict(lr=_per_network(lr, P, "lr"), betas=betas, eps=eps))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["m"] = torch.zeros_like(p)
-                    st["v"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                lr = group["lr"].to(p).view(-1, *([1] * (p.ndim - 1)))
-                step_size = lr / (1 - b1**t)
-                denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
-                p.sub_(step_size * st["m"] / denom)
-        return loss
-
-
-def population_spectra(model: PopulationLSTM, inputs: torch.Tensor, warmup: int = 0, convention: str = "full", **kw):
-    """Spectra of every network driven by the same sequences: inputs (B, T, I) ->
-    LyapunovResult whose per_sample is (P*B, k), network p in rows p*B .. p*B+B-1.
-    ``convention="h_block"`` gives the dissertation's N-exponent h-block spectra."""
-    from .lyapunov import lyapunov_spectrum
-
-    if convention not in ("full", "h_block"):
-        raise ValueError(f"convention must be 'full' or 'h_block', got {convention!r}")
-    P = model.n_networks
-    was = model.training
-    model.eval()
-    model.convention = convention
-    try:
-        x = inputs.to(model.weight_hh).unsqueeze(0).expand(P, *inputs.shape).reshape(P * inputs.shape[0], *inputs.shape[1:])
-        return lyapunov_spectrum(model, None, inputs=x, warmup=warmup, **kw)
-    finally:
-        model.convention = "full"
-        model.train(was)
-
-
-def population_exponents(model: PopulationLSTM, inputs: torch.Tensor, warmup: int = 0, convention: str = "full",
-                         networks_per_call: int | None = None, **kw) -> torch.Tensor:
-    """(P, k) mean spectrum of every network over the sequences ``inputs`` (B, T, I), computed
-    ``networks_per_call`` networks at a time (default: as many as keep each float64 frame
-    buffer (networks x B x d x d) within 2 GiB; CholeskyQR3 holds several such buffers, so a
-    population of 60 LSTMs of 512 units in one call would need tens of GiB)."""
-    return _population_exponents(model, inputs, warmup, convention, networks_per_call, **kw)[0]
-
-
-def _population_exponents(model, inputs, warmup, convention, networks_per_call, finite=None, **kw):
-    """`population_exponents` and the orthonormalization each part ended on (list of str).
-    ``finite``: (P,) bool, the networks to compute; the others (diverged) get NaN rows."""
-    d = 2 * model.hidden_size if convention == "full" else model.hidden_size
-    if networks_per_call is None:
-        networks_per_call = max(1, (2 << 30) // (inputs.shape[0] * d * d * 8))
-    networks_per_call = _as_int("networks_per_call", networks_per_call, 1)
-    P = model.n_networks
-    finite = [True] * P if finite is None else [bool(f) for f in finite]
-    out, methods = torch.full((P, d), float("nan"), dtype=torch.float64), []
-    for a, b in _runs(finite, networks_per_call):
-        sub = model.networks(slice(a, b))
-        result = population_spectra(sub, inputs, warmup=warmup, convention=convention, **kw)
-        out[a:b] = network_exponents(result, sub.n_networks).cpu()
-        methods.append(result.method)
-        if model.weight_hh.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
-            torch.cuda.empty_cache()
-    return out, methods
-
-
-def _runs(keep, size: int):
-    """(start, stop) of the consecutive runs of True in ``keep``, each at most ``size`` long."""
-    runs, start = [], None
-    for i, k in enumerate(list(keep) + [False]):
-        if k and start is None:
-            start = i
-        if start is not None and (not k or i - start == size):
-            runs.append((start, i))
-            start = i if k else None
-    return runs
-
-
-def network_exponents(result, n_networks: int) -> torch.Tensor:
-    """(P, k) mean spectrum of each network from `population_spectra`'s result."""
-    ps = result.per_sample
-    return ps.reshape(n_networks, -1, ps.shape[-1]).mean(1)
-
-
-
-# ------------------------------------------------------------------ training loop
+# ------------------------------------------------------------------ identity
 # Bumped whenever a change to this module changes the numbers a run records: records made by
 # another trainer version then live in another folder and are never reused.
-TRAINER_VERSION = 1
+# 2: lyabook.population (torch's LSTM biases b_ih and b_hh instead of one bias; dropout masks
+#    from per-network generators; one-step input products instead of a whole-sequence one).
+TRAINER_VERSION = 2
 
 
 def _digest(tensors) -> str:
@@ -304,18 +49,27 @@ def _digest(tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def run_settings(model: PopulationLSTM, train_batches, valid_batches, spectrum_inputs, spectrum_warmup: int,
+def _data_settings(batches) -> dict:
+    items = [t for xy in batches for t in xy]
+    if getattr(batches, "per_network", False):  # the shared data and each network's selection of it
+        items = list(batches.identity_tensors())
+    return {"batches": len(batches), "per_network": bool(getattr(batches, "per_network", False)), "data": _digest(items)}
+
+
+def run_settings(model: Population, train_batches, valid_batches, spectrum_inputs, spectrum_warmup: int,
                  spectrum_conventions, task: str) -> dict:
     """Everything besides the caller's ``config`` that changes a run's numbers: the trainer's
-    version, the task, the model's sizes and initialization (seed, p, dropout), the training and
-    validation data and the spectrum's inputs (digests of their bytes), warm-up and conventions.
-    Part of the run's identity, so a changed setting never reuses another run's records."""
+    version, the task, the architecture, sizes and initialization (seed, p, dropout, the cell's
+    settings), the training and validation data and the spectrum's inputs (digests of their
+    bytes), warm-up and conventions. Part of the run's identity, so a changed setting never
+    reuses another run's records."""
+    kwargs = {k: (v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, tuple) else v)
+              for k, v in model.cell_kwargs.items()}
     return {"trainer": TRAINER_VERSION, "task": task,
-            "model": {"networks": model.n_networks, "sizes": [model.input_size, model.hidden_size, model.output_size],
-                      "bias": model.has_bias, "init_p": model.init_p.tolist(), "dropout": model.dropout.tolist(),
-                      "seed": model.seed},
-            "train": {"batches": len(train_batches), "data": _digest(t for xy in train_batches for t in xy)},
-            "valid": {"batches": len(valid_batches), "data": _digest(t for xy in valid_batches for t in xy)},
+            "model": {"cell": model.cell_class.__name__, "networks": model.n_networks,
+                      "sizes": [model.input_size, model.hidden_size, model.output_size], "cell_kwargs": kwargs,
+                      "init_p": model.init_p.tolist(), "dropout": model.dropout.tolist(), "seed": model.seed},
+            "train": _data_settings(train_batches), "valid": _data_settings(valid_batches),
             "spectrum": None if spectrum_inputs is None else {"inputs": _digest([spectrum_inputs]), "warmup": spectrum_warmup,
                                                               "conventions": list(spectrum_conventions)}}
 
@@ -333,17 +87,77 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# ------------------------------------------------------------------ one epoch
+TASKS = ("classification", "regression")
+
+
 def _loss(out, y, task):
-    """Per-network mean loss (P,) and, for classification, accuracy (P,)."""
-    if task == "classification":  # out (P, B, T, C), y (P, B, T) class indices
-        logp = torch.log_softmax(out, -1)
-        loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean((1, 2))
-        acc = (out.argmax(-1) == y).to(out.dtype).mean((1, 2))
-        return loss, acc
-    if y.ndim == out.ndim - 1:  # one target per sequence: read out the last step
+    """Per-network mean loss (P,) and, for classification, accuracy (P,).
+
+    out (P, B, T, C). Classification: y (P, B, T) class indices at every step (CharRNN), or
+    (P, B) one per sequence, read out at the last step (sequential MNIST). Regression: y
+    (P, B, T, O), or (P, B, O) read out at the last step (mocap); mean squared error."""
+    if y.ndim == out.ndim - (2 if task == "classification" else 1):  # one target per sequence
         out = out[:, :, -1]
-    loss = (out - y).square().mean(tuple(range(1, out.ndim)))  # regression: MSE per network
-    return loss, None
+    if task == "classification":
+        logp = torch.log_softmax(out, -1)
+        loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).flatten(1).mean(1)
+        acc = (out.argmax(-1) == y).to(out.dtype).flatten(1).mean(1)
+        return loss, acc
+    return (out - y).square().flatten(1).mean(1), None
+
+
+def _batch(model: Population, x, y, encode, per_network: bool):
+    """Inputs for the population, (B, T, I) shared or (P, B, T, I) per network, and targets (P, B, ...)."""
+    dev = model.weight_out.device
+    x, y = encode(x.to(dev)), y.to(dev)
+    return x, (y if per_network else y.unsqueeze(0).expand(model.n_networks, *y.shape))
+
+
+def train_epoch(model: Population, opt: PopulationAdam, batches, task: str, encode=None) -> torch.Tensor:
+    """One pass over ``batches`` (lists of (x, y), shared by every network or, for
+    ``batches.per_network``, one batch per network): returns the mean training loss (P,) float64."""
+    encode = encode or (lambda x: x)
+    per = bool(getattr(batches, "per_network", False))
+    model.train()
+    total = torch.zeros(model.n_networks, dtype=torch.float64, device=model.weight_out.device)  # no sync per batch
+    for x, y in batches:
+        xin, yin = _batch(model, x, y, encode, per)
+        opt.zero_grad(set_to_none=True)
+        out, _ = model(xin)
+        loss, _ = _loss(out, yin, task)
+        loss.sum().backward()  # networks are independent: the sum's gradient is each network's own
+        opt.step()
+        total += loss.detach().double()
+    return (total / max(len(batches), 1)).cpu()
+
+
+def evaluate(model: Population, batches, task: str, encode=None):
+    """Mean loss (P,) and accuracy (P,) (None for regression) over ``batches``, in eval mode."""
+    encode = encode or (lambda x: x)
+    per = bool(getattr(batches, "per_network", False))
+    was = model.training
+    model.eval()
+    P = model.n_networks
+    tot, acc = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64)
+    with torch.no_grad():
+        for x, y in batches:
+            xin, yin = _batch(model, x, y, encode, per)
+            loss, a = _loss(model(xin)[0], yin, task)
+            tot += loss.double().cpu()
+            if a is not None:
+                acc += a.double().cpu()
+    model.train(was)
+    n = max(len(batches), 1)
+    return tot / n, (acc / n if task == "classification" else None)
+
+
+def finite_networks(model: Population, loss: torch.Tensor) -> torch.Tensor:
+    """(P,) bool: networks whose loss and every weight are finite (the others diverged)."""
+    ok = torch.isfinite(loss.cpu())
+    for prm in model.parameters():
+        ok &= torch.isfinite(prm.detach()).flatten(1).all(1).cpu()
+    return ok
 
 
 def _key_suffix(convention: str) -> str:
@@ -351,198 +165,256 @@ def _key_suffix(convention: str) -> str:
     return "" if convention == "full" else f"_{convention}"
 
 
-def _rng_state(dev) -> dict:
-    """The random streams training draws from (dropout): saved with every checkpoint so that a
-    resumed run draws what an uninterrupted one would."""
-    out = {"rng_cpu": torch.get_rng_state()}
+def epoch_spectra(model: Population, inputs: torch.Tensor, warmup: int, conventions, methods: dict,
+                  networks=None) -> dict:
+    """Record entries for every convention: ``exponents<suffix>`` (P, k) float32 (NaN rows for
+    networks left out), ``spectrum_method<suffix>`` and ``spectrum_time_s<suffix>``.
+
+    ``methods`` maps each convention to the orthonormalization to try; once CholeskyQR3 breaks
+    down for a convention (trained LSTMs' saturated gates make their Jacobians numerically
+    singular) it is set to Householder, so later epochs skip the failed attempt."""
+    rec = {}
+    for conv in conventions:
+        t0 = time.perf_counter()
+        spec = population_exponents(model, inputs, warmup=warmup, convention=conv, networks=networks,
+                                    method=methods[conv])
+        if "householder" in spec.methods:
+            methods[conv] = "householder"
+        suffix = _key_suffix(conv)
+        rec[f"spectrum_time_s{suffix}"] = time.perf_counter() - t0
+        rec[f"spectrum_method{suffix}"] = sorted(set(spec.methods))
+        rec[f"exponents{suffix}"] = spec.exponents.to(torch.float32).numpy()  # ~1e-7 relative, far below the stderr
+    return rec
+
+
+# ------------------------------------------------------------------ records
+def _rng_state(model: Population, dev) -> dict:
+    """The random streams training draws from: the global ones and each network's dropout stream,
+    saved with every checkpoint so that a resumed run draws what an uninterrupted one would."""
+    out = {"rng_cpu": torch.get_rng_state(), "rng_networks": [g.get_state() for g in model.dropout_generators(dev)]}
     if dev.type == "cuda":
         out["rng_cuda"] = torch.cuda.get_rng_state(dev)
     return out
 
 
-def _set_rng_state(state: dict) -> None:
-    if "rng_cpu" in state:  # checkpoints from before RNG states were saved have none
-        torch.set_rng_state(state["rng_cpu"])
+def _set_rng_state(model: Population, dev, state: dict) -> None:
+    torch.set_rng_state(state["rng_cpu"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng_cuda"])
+    for g, s in zip(model.dropout_generators(dev), state["rng_networks"]):
+        g.set_state(s)
 
 
-def _load_checkpoint(path, device, last_record: int, epochs: int) -> dict:
-    """state.pt, loaded as data only (``weights_only=True``: a crafted file cannot run code),
-    checked against the records; every problem is one line naming the file and what to do."""
-    import pickle
+class RunRecords:
+    """A run's folder: ``epoch_<e>.json`` (+ ``.npz``) per finished epoch and ``state.pt``.
 
-    if not path.is_file():
-        raise RuntimeError(f"{path.parent}: the records end at epoch {last_record} but state.pt (the checkpoint to "
-                           f"continue from, not committed with the records) is missing, so epochs {last_record + 1}-{epochs} "
-                           f"cannot be trained from it; ask for at most {last_record} epochs to use the records as they are, "
-                           "or delete the folder to train from scratch")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise RuntimeError(f"{path}: not a lyabook checkpoint that loads as data ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else ''}); delete it and the records after it") from None
-    if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "lr"} <= set(state):
-        raise RuntimeError(f"{path}: not a lyabook checkpoint (keys epoch, model, optimizer, lr missing)")
-    if state["epoch"] > last_record or state["epoch"] < last_record - 1:
-        raise RuntimeError(f"{path}: checkpoint of epoch {state['epoch']} does not follow the records, which end at "
-                           f"epoch {last_record}; delete the folder to restart")
-    return state
+    Each epoch is committed atomically: the record with `lyabook.results.save_results`
+    (temporary files, then renames; the JSON, written last, marks the epoch done), then the
+    checkpoint (temporary file, then rename). A kill between the two leaves a record one epoch
+    ahead of the checkpoint, which `resume` recomputes."""
+
+    def __init__(self, run_dir):
+        self.dir = Path(run_dir)
+
+    def epochs(self, epochs: int) -> list:
+        """The finished epochs' records 0, 1, ... (at most ``epochs + 1``)."""
+        from .results import load_results
+
+        records = []
+        for e in range(epochs + 1):
+            f = self.dir / f"epoch_{e:03d}.json"
+            if not f.is_file():  # the JSON is written last: without it the epoch did not finish
+                break
+            records.append(load_results(f)["results"])  # the spectra come back from the NPZ beside it
+        return records
+
+    def check_resumable(self, n_records: int, epochs: int) -> None:
+        """Before any long work: records that stop short of ``epochs`` need ``state.pt``; without
+        it (a fresh clone: checkpoints are not committed) say in one line what to do."""
+        if 0 < n_records <= epochs and not (self.dir / "state.pt").is_file():
+            last = n_records - 1
+            raise RuntimeError(f"{self.dir}: the records end at epoch {last} but state.pt (the checkpoint to continue "
+                               f"from, not committed with the records) is missing, so epochs {last + 1}-{epochs} cannot "
+                               f"be trained from it; ask for at most {last} epochs to use the records as they are, or "
+                               "delete the folder to train from scratch")
+
+    def load_checkpoint(self, device, last_record: int) -> dict:
+        """state.pt, loaded as data only (``weights_only=True``: a crafted file cannot run code),
+        checked against the records; every problem is one line naming the file and what to do."""
+        import pickle
+
+        path = self.dir / "state.pt"
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise RuntimeError(f"{path}: not a lyabook checkpoint that loads as data ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0] if str(err) else ''}); delete it and the records after it") from None
+        keys = {"epoch", "model", "optimizer", "lr", "rng_cpu", "rng_networks"}
+        if not isinstance(state, dict) or not keys <= set(state):
+            raise RuntimeError(f"{path}: not a lyabook checkpoint of this trainer (keys {sorted(keys)} expected); "
+                               "delete the folder to restart")
+        if state["epoch"] > last_record or state["epoch"] < last_record - 1:
+            raise RuntimeError(f"{path}: checkpoint of epoch {state['epoch']} does not follow the records, which end at "
+                               f"epoch {last_record}; delete the folder to restart")
+        return state
+
+    def commit(self, e: int, rec: dict, prov: dict, checkpoint: dict | None) -> None:
+        """Write epoch e's record, then the checkpoint (None: none, e.g. a merged shard record)."""
+        from .results import save_results
+
+        arrays = {k: v for k, v in rec.items() if isinstance(v, np.ndarray)}
+        scalars = {k: v for k, v in rec.items() if k not in arrays}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        save_results(self.dir / f"epoch_{e:03d}.json", scalars, prov, arrays=arrays or None)
+        if checkpoint is not None:
+            tmp = self.dir / "state.pt.tmp"
+            torch.save(checkpoint, tmp)
+            tmp.replace(self.dir / "state.pt")
 
 
-def train_population(model: PopulationLSTM, train_batches, valid_batches, *, epochs: int, lr, config: dict,
+def _shard_dir(run_dir: Path, shard) -> Path:
+    return run_dir / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
+    """Merge the records of shards 0..n-1 (``run_dir/shard-<i>-of-<n>``) into ``run_dir``'s own
+    epoch records, for every epoch that all shards finished: per-network lists and arrays are
+    concatenated in network order, times are the slowest shard's (they ran in parallel), the
+    diverged networks are renumbered. Returns the merged records (those already merged included)."""
+    from .results import load_results
+
+    run_dir = Path(run_dir)
+    out = RunRecords(run_dir)
+    merged = out.epochs(epochs)
+    shards = [RunRecords(_shard_dir(run_dir, (i, n_shards))) for i in range(n_shards)]
+    for e in range(len(merged), epochs + 1):
+        files = [s.dir / f"epoch_{e:03d}.json" for s in shards]
+        if not all(f.is_file() for f in files):
+            break
+        docs = [load_results(f) for f in files]
+        offsets = np.cumsum([0] + [len(d["results"]["valid_loss"]) for d in docs])
+        rec = {}
+        for key, first in docs[0]["results"].items():
+            vals = [d["results"][key] for d in docs]
+            if isinstance(first, np.ndarray):
+                rec[key] = np.concatenate(vals)
+            elif key == "diverged":
+                rec[key] = [int(i + o) for v, o in zip(vals, offsets) for i in v]
+            elif key.startswith("spectrum_method"):
+                rec[key] = sorted(set().union(*vals))
+            elif key.endswith("_time_s") or key.startswith("spectrum_time_s"):
+                rec[key] = max(vals)
+            elif isinstance(first, list):
+                rec[key] = [v for part in vals for v in part]
+            else:  # the epoch number
+                rec[key] = first
+        prov = {**docs[0]["provenance"], "shards": [d["provenance"].get("shard") for d in docs]}
+        prov.pop("shard", None)
+        out.commit(e, rec, prov, None)
+        merged.append(rec)
+    return merged
+
+
+# ------------------------------------------------------------------ the loop
+def train_population(model: Population, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
                      spectrum_conventions=("full",), encode=None, progress: bool = True,
-                     spectrum_method: str = "auto", time_limit_s: float | None = None) -> list[dict]:
+                     spectrum_method: str = "auto", time_limit_s: float | None = None,
+                     shard: tuple[int, int] | None = None) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
     ``train_batches`` / ``valid_batches``: lists of (x, y) with x (B, T, ...) shared by every
-    network (``encode`` maps x to float inputs (B, T, I), e.g. one-hot characters).
-    Epoch 0 records the untrained networks. After every epoch the record is written with
-    `lyabook.results.save_results` to ``out_dir/<hash>/epoch_<e>.json`` (its provenance: the
-    configuration, its hash and `lyabook.results.provenance`, whose "device" here is the
-    device's name; the spectra as float32 arrays in ``epoch_<e>.npz`` beside it), then the
-    model, optimizer and random-number states to ``state.pt``, each atomically; a rerun with
-    the same configuration resumes after the last finished epoch, bit for bit as if never
-    interrupted (dropout included), and a finished run is loaded from its records, not
-    recomputed (the records alone suffice: ``state.pt`` is only read, as data, to continue
-    training; a missing one is a one-line error saying what to do).
-    ``spectrum_conventions``: "full" (exponents) and/or "h_block" (exponents_h_block, the
-    dissertation's convention). ``spectrum_method``: the engine's orthonormalization ("auto":
-    CholeskyQR3 on a GPU, Householder on a CPU); once CholeskyQR3 breaks down for a convention
-    (trained LSTMs' saturated gates make their Jacobians numerically singular), later epochs go
-    straight to Householder. Each record names the method its spectra ended on.
-    The learning rate is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
-    The run folder's name hashes ``config``, ``lr_decay``, ``decay_after`` and `run_settings`
-    (data, sizes, seed, spectrum inputs, trainer version): any setting that changes
-    the numbers changes the folder, so records made under other settings are never reused.
-    Leave the number of epochs out of ``config``: nothing before epoch e depends on it, so a
-    run asked for more epochs later continues the records of a shorter one.
-    ``time_limit_s``: stop after the first epoch that ends past this many seconds of this
-    call (a GPU session's budget, say); the records so far are kept and a rerun resumes.
-    Returns the list of epoch records (fewer than ``epochs + 1`` when the time limit stopped it).
+    network, or objects with ``per_network = True`` whose items have a leading network
+    dimension (`lyabook.data.NetworkBatches`: each network its own subset). ``encode`` maps x
+    to float inputs (e.g. one-hot characters). Epoch 0 records the untrained networks.
+    Every epoch is committed by `RunRecords` to ``out_dir/<hash>/``; a rerun with the same
+    settings resumes after the last finished epoch, bit for bit as if never interrupted
+    (every random stream is in the checkpoint), and a finished run is loaded from its records.
+    The folder's name hashes ``config``, ``lr_decay``, ``decay_after`` and `run_settings` (data,
+    architecture, sizes, seed, spectrum inputs, trainer version): a changed setting never reuses
+    records. Leave the number of epochs out of ``config``: a run asked for more epochs later
+    continues the records of a shorter one.
+    A network whose loss or weights stop being finite is listed in the record's ``diverged``
+    and gets NaN spectra; the others go on. ``spectrum_conventions``: "full" (``exponents``)
+    and/or "h_block" (``exponents_h_block``, the dissertation's convention). The learning rate
+    is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
+    ``time_limit_s``: stop after the first epoch that ends past this many seconds (a GPU
+    session's budget); a rerun resumes.
+    ``shard=(i, n)``: train only networks `lyabook.population.shard_range` (P, (i, n)) into
+    ``out_dir/<hash>/shard-<i>-of-<n>`` (the hash is the whole population's); when every shard
+    has finished an epoch, `merge_shards` writes the population's records, equal to an
+    unsharded run's. Returns this call's records (the shard's, for a shard).
     """
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if not isinstance(model, Population):
+        raise TypeError(f"model must be a lyabook.population.Population, got {type(model).__name__}")
+    from .results import provenance
     from .progress import bar as progress_bar  # on the terminal, never in a notebook's outputs
 
-    from .results import load_results, provenance, save_results
-
-    if task not in ("classification", "regression"):
-        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
-    encode = encode or (lambda x: x)
+    lrs = per_network(lr, model.n_networks, "lr")
     settings = run_settings(model, train_batches, valid_batches, spectrum_inputs, spectrum_warmup, spectrum_conventions, task)
     h = run_hash(config, settings, lr_decay, decay_after)
     run_dir = Path(out_dir) / h
-    run_dir.mkdir(parents=True, exist_ok=True)
-    opt = PopulationAdam(model.parameters(), lr=lr)
-    records = []
-    for e in range(epochs + 1):
-        f = run_dir / f"epoch_{e:03d}.json"
-        if not f.is_file():  # the JSON is written last: without it the epoch did not finish
-            break
-        records.append(load_results(f)["results"])  # the spectra come back from the NPZ beside it
-    start = len(records)
-    if start > epochs:
-        return records
-    if start > 0:
-        state = _load_checkpoint(run_dir / "state.pt", model.weight_hh.device, start - 1, epochs)
-        if state["epoch"] < start - 1:  # killed between an epoch's record and its checkpoint: redo that epoch
-            records = records[: state["epoch"] + 1]
-            start = len(records)
+    if shard is not None:
+        ids = shard_range(model.n_networks, shard)
+        model, lrs = model.subset(ids), lrs[ids.start : ids.stop]
+        train_batches, valid_batches = (b.select(ids) if getattr(b, "per_network", False) else b
+                                        for b in (train_batches, valid_batches))
+        records = RunRecords(_shard_dir(run_dir, shard))
+    else:
+        records = RunRecords(run_dir)
+    done = records.epochs(epochs)
+    if len(done) > epochs:
+        if shard is not None:
+            merge_shards(run_dir, shard[1], epochs)
+        return done
+    records.check_resumable(len(done), epochs)  # before any long work
+    dev = model.weight_out.device
+    opt = PopulationAdam(model.parameters(), lr=lrs)
+    if done:
+        state = records.load_checkpoint(dev, len(done) - 1)
+        done = done[: state["epoch"] + 1]  # killed between an epoch's record and its checkpoint: redo that epoch
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         opt.param_groups[0]["lr"] = state["lr"]
-        _set_rng_state(state)
-    dev = model.weight_hh.device
-    P = model.n_networks
+        _set_rng_state(model, dev, state)
     methods = {conv: spectrum_method for conv in spectrum_conventions}
     for conv in spectrum_conventions:  # a resumed run remembers where CholeskyQR3 broke down
-        if records and "householder" in records[-1].get(f"spectrum_method{_key_suffix(conv)}", []):
+        if done and "householder" in done[-1].get(f"spectrum_method{_key_suffix(conv)}", []):
             methods[conv] = "householder"
+    prov_run = {"config": config, "config_hash": h, "run_settings": settings,
+                "shard": None if shard is None else {"index": shard[0], "of": shard[1],
+                                                     "networks": [model.first_network, model.first_network + model.n_networks]}}
     t_call = time.perf_counter()
-
-    def population_batch(x, y):  # the same batch for every network: (P, B, T, I), targets (P, B, ...)
-        return encode(x.to(dev)).unsqueeze(0).expand(P, *x.shape[:2], -1), y.to(dev).unsqueeze(0).expand(P, *y.shape)
-
-    def evaluate(batches):
-        model.eval()
-        tot, acc, n = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64), 0
-        with torch.no_grad():
-            for x, y in batches:
-                xin, yin = population_batch(x, y)
-                out, _ = model(xin)
-                l, a = _loss(out, yin, task)
-                tot += l.double().cpu(); n += 1
-                if a is not None:
-                    acc += a.double().cpu()
-        model.train()
-        return tot / max(n, 1), (acc / max(n, 1) if task == "classification" else None)
-
-    bar = progress_bar(range(start, epochs + 1), desc=f"population {h} ({P} networks)", progress=progress)
+    bar = progress_bar(range(len(done), epochs + 1), desc=f"population {h} ({model.n_networks} networks)", progress=progress)
     for e in bar:
         t0 = time.perf_counter()
-        train_loss = torch.zeros(P, dtype=torch.float64, device=dev)  # summed on the device: no sync per batch
+        train_loss = None
         if e > 0:
-            model.train()
-            for x, y in train_batches:
-                xin, yin = population_batch(x, y)
-                opt.zero_grad(set_to_none=True)
-                out, _ = model(xin)
-                l, _ = _loss(out, yin, task)
-                l.sum().backward()  # networks are independent: the sum's gradient is each network's own
-                opt.step()
-                train_loss += l.detach().double()
-            train_loss /= max(len(train_batches), 1)
+            train_loss = train_epoch(model, opt, train_batches, task, encode).tolist()
             if e > decay_after:
                 opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * lr_decay
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t_train = time.perf_counter() - t0
-        valid_loss, valid_acc = evaluate(valid_batches)
-        # a network whose loss or weights stop being finite is marked diverged and left out of the
-        # spectra; nothing couples the networks, so the others go on unchanged
-        finite = torch.isfinite(valid_loss).to(dev)
-        for prm in model.parameters():
-            finite &= torch.isfinite(prm.detach()).flatten(1).all(1)
-        finite = finite.cpu()
-        rec = {"epoch": e, "train_loss": train_loss.cpu().tolist() if e > 0 else None, "valid_loss": valid_loss.tolist(),
+        t_train = time.perf_counter() - t0  # train_epoch ends with a copy to the CPU: the device is done
+        valid_loss, valid_acc = evaluate(model, valid_batches, task, encode)
+        finite = finite_networks(model, valid_loss)  # nothing couples the networks: the others go on
+        rec = {"epoch": e, "train_loss": train_loss, "valid_loss": valid_loss.tolist(),
                "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train,
-               "diverged": [i for i in range(P) if not finite[i]]}
+               "diverged": [i for i in range(model.n_networks) if not finite[i]]}
         if spectrum_inputs is not None:
-            for conv in spectrum_conventions:
-                t1 = time.perf_counter()
-                ex, used = _population_exponents(model, encode(spectrum_inputs.to(dev)), spectrum_warmup, conv, None,
-                                                 finite=finite, method=methods[conv])
-                if "householder" in used:  # CholeskyQR3 broke down: training only saturates gates further, so
-                    methods[conv] = "householder"  # later epochs skip the failed attempt (up to 64 steps)
-                suffix = _key_suffix(conv)
-                rec[f"spectrum_time_s{suffix}"] = time.perf_counter() - t1
-                rec[f"spectrum_method{suffix}"] = sorted(set(used))
-                rec[f"exponents{suffix}"] = ex.to(torch.float32).numpy()  # stored as float32: ~1e-7 relative, far below the stderr
-        records.append(rec)
-        # one writer for every result: arrays go to the NPZ beside the JSON (a JSON list of
-        # 66 x 1536 exponents per epoch would be megabytes); the JSON, written last, marks the
-        # epoch as finished. "device" names the device (the GPU's name, or "cpu"), as in every record.
-        arrays = {k: v for k, v in rec.items() if isinstance(v, np.ndarray)}
-        scalars = {k: v for k, v in rec.items() if k not in arrays}
-        prov = {"config": config, "config_hash": h, "run_settings": settings, **provenance(None, dev),
-                "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
-        save_results(run_dir / f"epoch_{e:03d}.json", scalars, prov, arrays=arrays or None)
-        # the checkpoint after the record: a kill between the two leaves a record one epoch ahead of
-        # state.pt, which a rerun recomputes from state.pt (the other order lost every epoch)
-        tmp = run_dir / "state.pt.tmp"
-        torch.save({"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "lr": opt.param_groups[0]["lr"], **_rng_state(dev)}, tmp)
-        tmp.replace(run_dir / "state.pt")
-        bar.set_postfix(valid_loss=f"{float(valid_loss.mean()):.3f}")
+            spec_in = (encode or (lambda x: x))(spectrum_inputs.to(dev))
+            rec.update(epoch_spectra(model, spec_in, spectrum_warmup, spectrum_conventions, methods, finite.tolist()))
+        prov = {**prov_run, **provenance(None, dev), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
+        records.commit(e, rec, prov, {"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "lr": opt.param_groups[0]["lr"], **_rng_state(model, dev)})
+        done.append(rec)
+        bar.set_postfix(valid_loss=f"{float(valid_loss.nanmean()):.3f}")
         if time_limit_s is not None and e < epochs and time.perf_counter() - t_call > time_limit_s:
             print(f"population {h}: time limit of {time_limit_s:.0f} s reached after epoch {e} of {epochs}; "
                   "the records so far are saved and a rerun resumes")
             break
-    return records
+    if shard is not None:
+        merge_shards(run_dir, shard[1], epochs)
+    return done

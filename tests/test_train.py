@@ -1,114 +1,9 @@
-"""Claims of the population trainer: batched training equals training each network alone,
-and the population's analytic Jacobian and spectra equal each network's own."""
+"""Claims of the population trainer (`lyabook.train`): records, resuming, divergence, shards.
+That a population computes what each network computes alone is tests/test_population.py's."""
 import pytest
 import torch
 
-from lyabook import rnn
-from lyabook.train import PopulationAdam, PopulationLSTM, network_exponents, population_spectra
-
-
-def _train(model, opt, x, y, steps):
-    for _ in range(steps):
-        opt.zero_grad()
-        out, _ = model(x)
-        # sum over networks of each network's own mean loss: no coupling between networks
-        loss = torch.nn.functional.mse_loss(out, y, reduction="none").mean((1, 2, 3)).sum()
-        loss.backward()
-        opt.step()
-
-
-def _single(pop, i):
-    one = PopulationLSTM(1, pop.input_size, pop.hidden_size, pop.output_size, bias=pop.has_bias).double()
-    with torch.no_grad():
-        for a, b in zip(one.parameters(), pop.parameters()):
-            a.copy_(b[i : i + 1])
-    return one
-
-
-def test_population_training_equals_training_each_network_alone():
-    torch.manual_seed(0)
-    P, lrs = 3, [1e-3, 5e-3, 2e-2]
-    pop = PopulationLSTM(P, 2, 5, 2, init_p=[0.05, 0.2, 0.5], bias=True).double()
-    singles = [_single(pop, i) for i in range(P)]
-    x = torch.randn(P, 4, 7, 2, dtype=torch.float64)
-    y = torch.randn(P, 4, 7, 2, dtype=torch.float64)
-    _train(pop, PopulationAdam(pop.parameters(), lr=lrs), x, y, steps=6)
-    for i, one in enumerate(singles):
-        _train(one, PopulationAdam(one.parameters(), lr=lrs[i]), x[i : i + 1], y[i : i + 1], steps=6)
-        for a, b in zip(one.parameters(), pop.parameters()):
-            torch.testing.assert_close(a[0], b[i], atol=1e-12, rtol=0)
-
-
-def test_population_adam_equals_torch_adam_for_one_network():
-    torch.manual_seed(1)
-    pop = PopulationLSTM(1, 2, 4, 2).double()
-    ref = _single(pop, 0)
-    x, y = torch.randn(1, 3, 5, 2, dtype=torch.float64), torch.randn(1, 3, 5, 2, dtype=torch.float64)
-    _train(pop, PopulationAdam(pop.parameters(), lr=0.01), x, y, 5)
-    _train(ref, torch.optim.Adam(ref.parameters(), lr=0.01), x, y, 5)
-    for a, b in zip(pop.parameters(), ref.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-
-
-def test_population_jacobian_is_each_networks_lstm_jacobian():
-    torch.manual_seed(2)
-    pop = PopulationLSTM(3, 2, 4, 2, init_p=0.6, bias=True).double()
-    x = torch.randn(6, 8, dtype=torch.float64)
-    u = torch.randn(6, 2, dtype=torch.float64)
-    _, J = pop.step_and_jacobian(x, u)
-    full = torch.autograd.functional.jacobian(lambda v: pop.step(v.reshape(6, 8), u).reshape(-1), x.reshape(-1))
-    blocks = torch.stack([full[b * 8 : (b + 1) * 8, b * 8 : (b + 1) * 8] for b in range(6)])
-    torch.testing.assert_close(J, blocks, atol=1e-10, rtol=0)
-    # equal to lyabook.rnn.LSTM holding network 1's weights
-    cell = rnn.LSTM(2, 4).double()
-    with torch.no_grad():
-        cell.module.weight_ih_l0.copy_(pop.weight_ih[1]); cell.module.weight_hh_l0.copy_(pop.weight_hh[1])
-        cell.module.bias_ih_l0.copy_(pop.bias[1]); cell.module.bias_hh_l0.zero_()
-    torch.testing.assert_close(J[2:4], cell.jacobian(x[2:4], u[2:4]), atol=1e-12, rtol=0)
-
-
-def test_population_spectra_equal_each_networks_spectrum():
-    torch.manual_seed(3)
-    pop = PopulationLSTM(2, 3, 4, 3, init_p=[0.3, 1.0]).double()
-    inputs = torch.randn(2, 40, 3, dtype=torch.float64)
-    res = population_spectra(pop, inputs, warmup=5)
-    per_net = network_exponents(res, 2)
-    for i in range(2):
-        cell = rnn.LSTM(3, 4, bias=False).double()
-        with torch.no_grad():
-            cell.module.weight_ih_l0.copy_(pop.weight_ih[i]); cell.module.weight_hh_l0.copy_(pop.weight_hh[i])
-        ref = rnn.rnn_spectrum(cell, inputs, warmup=5)
-        torch.testing.assert_close(per_net[i], ref.exponents, atol=1e-10, rtol=0)
-
-
-def test_a_sub_population_shares_the_parameters_and_gives_the_same_outputs():
-    torch.manual_seed(4)
-    pop = PopulationLSTM(4, 3, 5, 2, init_p=[0.1, 0.2, 0.3, 0.4], dropout=[0, 0.1, 0.2, 0.3], bias=True).double()
-    sub = pop.networks(slice(1, 3))
-    assert sub.n_networks == 2 and sub.dropout.tolist() == [0.1, 0.2]
-    assert sub.weight_hh.data_ptr() == pop.weight_hh[1].data_ptr()  # a view, not a copy
-    x = torch.randn(4, 2, 6, 3, dtype=torch.float64)
-    pop.eval(); sub.eval()
-    torch.testing.assert_close(sub(x[1:3])[0], pop(x)[0][1:3], atol=0, rtol=0)
-    with pytest.raises(ValueError, match="selects no network"):
-        pop.networks(slice(4, 6))
-
-
-def test_population_exponents_in_parts_equal_one_call():
-    from lyabook.train import population_exponents
-
-    torch.manual_seed(5)
-    pop = PopulationLSTM(3, 3, 4, 3, init_p=[0.3, 0.6, 1.0]).double()
-    inputs = torch.randn(2, 30, 3, dtype=torch.float64)
-    whole = network_exponents(population_spectra(pop, inputs, warmup=3), 3)
-    for conv in ("full", "h_block"):
-        one = population_exponents(pop, inputs, warmup=3, convention=conv, networks_per_call=3)
-        parts = population_exponents(pop, inputs, warmup=3, convention=conv, networks_per_call=2)
-        torch.testing.assert_close(parts, one, atol=1e-12, rtol=0)
-    torch.testing.assert_close(parts.shape, (3, 4))
-    torch.testing.assert_close(population_exponents(pop, inputs, warmup=3), whole, atol=1e-12, rtol=0)
-    with pytest.raises(ValueError, match="networks_per_call"):
-        population_exponents(pop, inputs, networks_per_call=0)
+from lyabook.train import PopulationLSTM
 
 
 def _tiny_task(P=2):
@@ -329,7 +224,7 @@ def test_a_diverged_network_is_marked_and_left_out_and_the_others_go_on(tmp_path
     spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
     model, batches, onehot = _tiny_task(P=2)
     with torch.no_grad():
-        model.weight_hh[1, 0, 0] = float("nan")
+        model.cell_params.module__weight_hh_l0[1, 0, 0] = float("nan")
     kw = dict(config={"task": "tiny-diverge"}, encode=onehot, spectrum_inputs=spec_in, progress=False)
     recs = train_population(model, batches[:2], batches[2:], epochs=2, lr=[0.01, 0.05], out_dir=tmp_path / "a", **kw)
     alone, _, _ = _tiny_task(P=1)
@@ -342,7 +237,7 @@ def test_a_diverged_network_is_marked_and_left_out_and_the_others_go_on(tmp_path
 
 
 def test_runs_split_the_finite_networks_into_bounded_parts():
-    from lyabook.train import _runs
+    from lyabook.population import _runs
 
     assert _runs([True, True, False, True, True, True], 2) == [(0, 2), (3, 5), (5, 6)]
     assert _runs([False, False], 3) == []

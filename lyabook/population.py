@@ -1,0 +1,420 @@
+"""Populations: P networks of one architecture, trained and analysed as one batched model.
+
+A population of any cell in `lyabook.rnn` stacks the P networks' parameters (and constants
+such as eps, gamma, dt) along a leading population dimension and maps the cell's own code
+over it with ``torch.func.vmap``: one mechanism for all eight architectures, and every
+network computes exactly what the cell computes alone (`Population.network` returns it as a
+standalone cell; `tests/test_population.py` checks forward pass, loss, optimizer step and
+Jacobians against it). Nothing couples the networks: the loss is the sum of the networks'
+own losses and `PopulationAdam` is elementwise with one learning rate per network, so
+training P networks together equals training each alone.
+
+    pop = Population(rnn.GRU, 200, 28, 64, 10, init_p=torch.linspace(0.1, 3, 200), seed=0, bias=False)
+    out, state = pop(images)                      # (B, T, I) shared, or (P, B, T, I) per network
+    spectra = population_exponents(pop, inputs, warmup=28)   # (P, k), the one spectrum entry point
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .lyapunov import _as_int, lyapunov_spectrum
+from .rnn import RecurrentCell
+
+__all__ = ["Population", "Network", "PopulationAdam", "population_exponents", "PopulationSpectrum",
+           "per_network", "shard_range"]
+
+
+def per_network(value, n: int, name: str) -> torch.Tensor:
+    """(n,) float64 from a scalar or one value per network; a clear error otherwise."""
+    t = torch.as_tensor(value, dtype=torch.float64).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"{name} must be a scalar or have one value per network ({n}), got {t.numel()}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite for every network")
+    return t.clone()
+
+
+def _varies(value) -> bool:
+    """Whether a cell keyword argument gives one value per network (a sequence, not a scalar)."""
+    return hasattr(value, "__len__") and not isinstance(value, (str, bytes)) and not (torch.is_tensor(value) and value.ndim == 0)
+
+
+def shard_range(n_networks: int, shard: tuple[int, int]) -> range:
+    """Networks of shard i of n: contiguous blocks as equal as possible (``numpy.array_split``)."""
+    i, n = shard
+    if isinstance(i, bool) or isinstance(n, bool) or not isinstance(i, int) or not isinstance(n, int) or n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    if n > n_networks:
+        raise ValueError(f"shard: {n} shards for {n_networks} networks leaves some shards empty")
+    q, r = divmod(n_networks, n)
+    start = i * q + min(i, r)
+    return range(start, start + q + (i < r))
+
+
+class _Method(nn.Module):
+    """Calls one method of a cell: `torch.func.functional_call` reaches only ``forward``."""
+
+    def __init__(self, cell: nn.Module, method: str):
+        super().__init__()
+        self.cell, self.method = cell, method
+
+    def forward(self, *args):
+        return getattr(self.cell, self.method)(*args)
+
+
+class Network(nn.Module):
+    """One network: a cell, dropout on its outputs and a linear read-out.
+
+    ``forward(inputs (B, T, I), state=None) -> (outputs (B, T, O), final state (B, state_dim))``
+    uses the cell's own ``forward`` (torch's fused kernels for RNN, LSTM and GRU).
+    """
+
+    def __init__(self, cell: RecurrentCell, readout: nn.Linear, dropout: float = 0.0):
+        super().__init__()
+        self.cell, self.readout, self.dropout = cell, readout, float(dropout)
+
+    def forward(self, inputs, state=None):
+        hs, state = self.cell(inputs, state)
+        return self.readout(nn.functional.dropout(hs, self.dropout, self.training)), state
+
+
+class Population(nn.Module):
+    """P networks of one architecture (``cell_class`` from `lyabook.rnn`), each with a linear read-out.
+
+    Args:
+        cell_class: RNN, LSTM, GRU, ASRNN, CoRNN, LipschitzRNN, NoisyRNN or LEM.
+        n_networks: P.
+        input_size, hidden_size, output_size: sizes shared by the population.
+        init_p: half-width p of U(-p, p) for every parameter (read-out included), scalar or (P,).
+        seed: network i's weights depend only on (seed, i): the same in any population or shard.
+        dropout: dropout rate on the cell's outputs before the read-out, scalar or (P,).
+        **cell_kwargs: the cell's own arguments. A constant (eps, gamma, dt, beta, sigma_add,
+            ...) may be a scalar or one value per network; a structural setting (bias,
+            nonlinearity, num_layers) must be shared.
+
+    Parameters: ``cell_params.<name>`` (P, ...) for each of the cell's parameters (dots in
+    the cell's names become ``__``), ``weight_out`` (P, O, H), ``bias_out`` (P, O); the
+    constants are buffers ``cell_constants.<name>`` (P,).
+    """
+
+    def __init__(self, cell_class: type, n_networks: int, input_size: int, hidden_size: int, output_size: int, *,
+                 init_p=0.08, seed: int = 0, dropout=0.0, **cell_kwargs):
+        super().__init__()
+        if not (isinstance(cell_class, type) and issubclass(cell_class, RecurrentCell)):
+            raise TypeError(f"cell_class must be a cell class of lyabook.rnn, got {cell_class!r}")
+        P = _as_int("n_networks", n_networks, 1)
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
+            _as_int(name, v, 1)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if "convention" in cell_kwargs:
+            raise ValueError("convention is an argument of population_exponents, not of the population")
+        self.cell_class, self.n_networks, self.first_network = cell_class, P, 0
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.seed = seed
+        self.init_p = per_network(init_p, P, "init_p")
+        self.dropout = per_network(dropout, P, "dropout")
+        if ((self.dropout < 0) | (self.dropout >= 1)).any():
+            raise ValueError("dropout must lie in [0, 1) for every network")
+        self.cell_kwargs = cell_kwargs
+        varying = {k for k, v in cell_kwargs.items() if _varies(v)}
+        for k in varying:
+            if len(cell_kwargs[k]) != P:
+                raise ValueError(f"{cell_class.__name__}: {k} must be a scalar or have one value per network ({P}), "
+                                 f"got {len(cell_kwargs[k])}")
+        self._varying = sorted(varying)
+        networks = [self._build(i) for i in range(P)]
+        def structure(cell):  # what every network must share: settings, parameter names and shapes
+            return repr(cell), [(n, tuple(t.shape)) for n, t in cell.named_parameters()]
+
+        if varying and any(structure(n.cell) != structure(networks[0].cell) for n in networks):
+            raise ValueError(f"{cell_class.__name__}: {', '.join(sorted(varying))} must be the same for every network "
+                             "(only the cell's constants, such as eps, gamma or dt, may differ)")
+        self._names = [n for n, _ in networks[0].cell.named_parameters()]
+        self._constant_names = [n for n, _ in networks[0].cell.named_buffers()]
+        self.cell_params = nn.Module()
+        for n in self._names:
+            self.cell_params.register_parameter(n.replace(".", "__"), nn.Parameter(
+                torch.stack([net.cell.get_parameter(n).detach() for net in networks])))
+        self.cell_constants = nn.Module()
+        for n in self._constant_names:
+            self.cell_constants.register_buffer(n.replace(".", "__"), torch.stack([net.cell.get_buffer(n) for net in networks]))
+        self.weight_out = nn.Parameter(torch.stack([net.readout.weight.detach() for net in networks]))
+        self.bias_out = nn.Parameter(torch.stack([net.readout.bias.detach() for net in networks]))
+        # the code the networks share, with no data (on "meta"); kept out of the module tree so that
+        # its placeholder parameters are never trained, moved or saved
+        object.__setattr__(self, "_cell", networks[0].cell.to("meta"))
+
+    # ------------------------------------------------------------ networks
+    def _kwargs(self, i: int) -> dict:
+        return {k: (v[i].item() if torch.is_tensor(v[i]) else v[i]) if k in self._varying else v
+                for k, v in self.cell_kwargs.items()}
+
+    def _build(self, i: int) -> Network:
+        """Network i as initialized: every parameter ~ U(-p_i, p_i) from its own generator."""
+        cell = self.cell_class(self.input_size, self.hidden_size, **self._kwargs(i))
+        net = Network(cell, nn.Linear(self.hidden_size, self.output_size), float(self.dropout[i]))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        p = float(self.init_p[i])
+        with torch.no_grad():
+            for prm in net.parameters():
+                prm.copy_((torch.rand(prm.shape, generator=g) * 2 - 1) * p)
+        return net
+
+    def network(self, i: int) -> Network:
+        """Network i as a standalone `Network` (its ``cell_class`` cell and read-out) with a copy
+        of its current weights and constants, on the population's device and dtype."""
+        i = _as_int("i", i, 0)
+        if i >= self.n_networks:
+            raise IndexError(f"network {i} of a population of {self.n_networks}")
+        ref = self.weight_out
+        net = self._build(i).to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            state = {f"cell.{n}": t[i] for n, t in self.cell_tensors().items()}
+            state.update({"readout.weight": self.weight_out[i], "readout.bias": self.bias_out[i]})
+            net.load_state_dict(state)
+        return net.train(self.training)
+
+    def subset(self, index: range | slice) -> "Population":
+        """The networks ``index`` (consecutive) as a population of their own, with copies of
+        their weights: a shard, or a part of a large population."""
+        ids = range(self.n_networks)[index] if isinstance(index, slice) else index
+        if not isinstance(ids, range) or ids.step != 1 or len(ids) == 0 or ids.start < 0 or ids.stop > self.n_networks:
+            raise ValueError(f"index must select consecutive networks of the {self.n_networks}, got {index!r}")
+        a, b = ids.start, ids.stop
+        sub = Population.__new__(Population)
+        nn.Module.__init__(sub)
+        for k in ("cell_class", "input_size", "hidden_size", "output_size", "seed", "_names", "_constant_names", "_varying"):
+            setattr(sub, k, getattr(self, k))
+        object.__setattr__(sub, "_cell", self._cell)
+        sub.n_networks = b - a
+        sub.init_p, sub.dropout = self.init_p[a:b].clone(), self.dropout[a:b].clone()
+        sub.cell_kwargs = {k: (v[a:b] if k in self._varying else v) for k, v in self.cell_kwargs.items()}
+        sub.first_network = getattr(self, "first_network", 0) + a
+        sub.cell_params, sub.cell_constants = nn.Module(), nn.Module()
+        for n, t in self.cell_params.named_parameters():
+            sub.cell_params.register_parameter(n, nn.Parameter(t.detach()[a:b].clone()))
+        for n, t in self.cell_constants.named_buffers():
+            sub.cell_constants.register_buffer(n, t[a:b].clone())
+        sub.weight_out = nn.Parameter(self.weight_out.detach()[a:b].clone())
+        sub.bias_out = nn.Parameter(self.bias_out.detach()[a:b].clone())
+        return sub.train(self.training)
+
+    def cell_tensors(self) -> dict:
+        """The cell's parameters and constants under the cell's own names, each (P, ...)."""
+        out = {n: getattr(self.cell_params, n.replace(".", "__")) for n in self._names}
+        out.update({n: getattr(self.cell_constants, n.replace(".", "__")) for n in self._constant_names})
+        return out
+
+    def _map(self, method: str, *args, in_dims, tensors=None):
+        """Call the cell's ``method`` for every network (vmap over the population dimension);
+        ``in_dims`` for ``args`` (0: per network, None: shared)."""
+        cell = self._cell
+        cell.train(self.training)
+        fn = _Method(cell, method)
+        tensors = self.cell_tensors() if tensors is None else tensors
+
+        def one(t, *a):
+            return functional_call(fn, {f"cell.{n}": v for n, v in t.items()}, a)
+
+        # "different": NoisyRNN's noise differs between networks, as for networks run alone
+        return vmap(one, in_dims=(0, *in_dims), randomness="different")(tensors, *args)
+
+    # ------------------------------------------------------------ forward
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None):
+        """inputs (B, T, I) shared by every network, or (P, B, T, I) one batch per network ->
+        (outputs (P, B, T, O), final state (P, B, state_dim))."""
+        P = self.n_networks
+        if inputs.ndim == 3:
+            dims = (None,)
+        elif inputs.ndim == 4 and inputs.shape[0] == P:
+            dims = (0,)
+        else:
+            raise ValueError(f"inputs must be (B, T, {self.input_size}) or ({P}, B, T, {self.input_size}), "
+                             f"got {tuple(inputs.shape)}")
+        if inputs.shape[-1] != self.input_size:
+            raise ValueError(f"inputs have {inputs.shape[-1]} features, the population's input_size is {self.input_size}")
+        args, in_dims = (inputs,), dims
+        if state is not None:
+            args, in_dims = (inputs, state), dims + (0,)
+        hs, state = self._map("unroll", *args, in_dims=in_dims)
+        if self.training and bool((self.dropout > 0).any()):
+            hs = hs * self._dropout_masks(hs)
+        out = torch.einsum("pbth,poh->pbto", hs, self.weight_out) + self.bias_out.view(P, 1, 1, -1)
+        return out, state
+
+    def _dropout_masks(self, hs):
+        """Inverted-dropout masks (P, B, T, H), network i's drawn from its own generator (seed, i):
+        its draws do not depend on the other networks, so a shard trains as the whole population."""
+        gens = self.dropout_generators(hs.device)
+        masks = torch.ones_like(hs)
+        for i in torch.nonzero(self.dropout > 0).flatten().tolist():
+            keep = 1 - float(self.dropout[i])
+            masks[i] = (torch.rand(hs.shape[1:], generator=gens[i], device=hs.device, dtype=hs.dtype) < keep) / keep
+        return masks
+
+    def dropout_generators(self, device) -> list:
+        """One random generator per network on ``device`` (its state belongs in a checkpoint)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        gens = getattr(self, "_gens", None)
+        if gens is None or gens[0].device != device:
+            first = getattr(self, "first_network", 0)
+            gens = [torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + first + i + 7_777_777)
+                    for i in range(self.n_networks)]
+            object.__setattr__(self, "_gens", gens)
+        return gens
+
+    def extra_repr(self):
+        return (f"{self.cell_class.__name__}, n_networks={self.n_networks}, sizes=({self.input_size}, "
+                f"{self.hidden_size}, {self.output_size}), seed={self.seed}")
+
+
+class _System:
+    """The networks ``tensors`` (P, ...) of a population as one system for `lyapunov_spectrum`:
+    flat state (P*B, state_dim), rows grouped by network (network p in rows p*B .. p*B+B-1)."""
+
+    def __init__(self, pop: Population, tensors: dict, convention: str):
+        cell = pop._cell
+        if convention not in cell.conventions:
+            raise ValueError(f"convention must be one of {cell.conventions} for {pop.cell_class.__name__}, got {convention!r}")
+        self.pop, self.tensors, self.convention = pop, tensors, convention
+        self.P = next(iter(tensors.values())).shape[0]
+        self.state_dim = cell.state_dim
+        self.tangent_dim = cell.state_dim if convention == "full" else cell.num_layers * cell.hidden_size
+        self._index = None if convention == "full" else cell._tangent_index("cpu")
+
+    def _split(self, x, u):
+        B = x.shape[0] // self.P
+        if x.shape[0] != self.P * B:
+            raise ValueError(f"batch {x.shape[0]} is not a multiple of the population size {self.P}")
+        return x.reshape(self.P, B, -1), u.reshape(self.P, B, -1)
+
+    def step(self, x, u):
+        xs, us = self._split(x, u)
+        return self.pop._map("step", xs, us, in_dims=(0, 0), tensors=self.tensors).reshape(x.shape)
+
+    def step_and_jacobian(self, x, u):
+        xs, us = self._split(x, u)
+        x_next, J = self.pop._map("step_and_jacobian", xs, us, in_dims=(0, 0), tensors=self.tensors)
+        J = J.flatten(0, 1)
+        if self._index is not None:  # the dissertation's h-block: the output blocks, the others held fixed
+            idx = self._index.to(J.device)
+            J = J[:, idx][:, :, idx]
+        return x_next.reshape(x.shape), J
+
+    def jacobian(self, x, u):
+        return self.step_and_jacobian(x, u)[1]
+
+
+@dataclass
+class PopulationSpectrum:
+    """``exponents`` (P, k) float64 on the CPU: each network's spectrum averaged over the
+    input sequences (natural log, per step; NaN rows for networks left out); ``methods``: the
+    orthonormalization each part of the computation ended on."""
+
+    exponents: torch.Tensor
+    methods: list
+
+
+def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int = 0, convention: str = "full",
+                         networks=None, networks_per_call: int | None = None, method: str = "auto",
+                         k: int | None = None) -> PopulationSpectrum:
+    """Lyapunov spectrum of every network of ``pop`` driven by the same sequences.
+
+    Args:
+        inputs: (B, T, I), the same B sequences for every network (zero initial state).
+        warmup: orthonormalized warm-up steps before measuring (`lyapunov_spectrum`).
+        convention: "full" (the whole state) or, for LSTM, CoRNN and LEM, "h_block" (the
+            dissertation's output-block Jacobian with the other block held fixed).
+        networks: (P,) bool, the networks to compute (default all); the others get NaN rows
+            (networks whose training diverged).
+        networks_per_call: networks per engine call; default: as many as keep each float64
+            frame buffer (networks x B x d x d) within 2 GiB (CholeskyQR3 holds several).
+        method, k: as in `lyapunov_spectrum`.
+    """
+    if not torch.is_tensor(inputs) or inputs.ndim != 3 or inputs.shape[-1] != pop.input_size:
+        raise ValueError(f"inputs must be a tensor (B, T, {pop.input_size}), got "
+                         f"{tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__}")
+    tensors = pop.cell_tensors()
+    system = _System(pop, tensors, convention)  # checks the convention
+    d, B, P = system.tangent_dim, inputs.shape[0], pop.n_networks
+    if networks_per_call is None:
+        networks_per_call = max(1, (2 << 30) // (B * d * d * 8))
+    networks_per_call = _as_int("networks_per_call", networks_per_call, 1)
+    keep = [True] * P if networks is None else [bool(f) for f in networks]
+    if len(keep) != P:
+        raise ValueError(f"networks must have one entry per network ({P}), got {len(keep)}")
+    out, methods = torch.full((P, k or d), float("nan"), dtype=torch.float64), []
+    ref = pop.weight_out
+    was = pop.training
+    pop.eval()
+    try:
+        with torch.no_grad():
+            for a, b in _runs(keep, networks_per_call):
+                part = _System(pop, {n: t[a:b] for n, t in tensors.items()}, convention)
+                x = inputs.to(ref).unsqueeze(0).expand(b - a, *inputs.shape).reshape((b - a) * B, *inputs.shape[1:])
+                res = lyapunov_spectrum(part, None, inputs=x, warmup=warmup, method=method, k=k)
+                out[a:b] = res.per_sample.reshape(b - a, B, -1).mean(1).cpu()
+                methods.append(res.method)
+                if ref.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
+                    torch.cuda.empty_cache()
+    finally:
+        pop.train(was)
+    return PopulationSpectrum(out, methods)
+
+
+def _runs(keep, size: int):
+    """(start, stop) of the consecutive runs of True in ``keep``, each at most ``size`` long."""
+    runs, start = [], None
+    for i, k in enumerate(list(keep) + [False]):
+        if k and start is None:
+            start = i
+        if start is not None and (not k or i - start == size):
+            runs.append((start, i))
+            start = i if k else None
+    return runs
+
+
+class PopulationAdam(torch.optim.Optimizer):
+    """Adam (Kingma & Ba) with one learning rate per network.
+
+    Every parameter has the population in dim 0; ``lr`` is (P,). Updates are elementwise,
+    so each network's trajectory equals plain Adam on that network alone (hand-written:
+    torch's Adam takes one learning rate per parameter group, not per slice).
+    """
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        params = list(params)
+        P = params[0].shape[0]
+        super().__init__(params, dict(lr=per_network(lr, P, "lr"), betas=betas, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["m"] = torch.zeros_like(p)
+                    st["v"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = st["step"]
+                st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                lr = group["lr"].to(p).view(-1, *([1] * (p.ndim - 1)))
+                step_size = lr / (1 - b1**t)
+                denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
+                p.sub_(step_size * st["m"] / denom)
+        return loss

@@ -1,0 +1,188 @@
+"""A population of any cell computes, network by network, exactly what the cell computes alone."""
+import pytest
+import torch
+
+from lyabook import rnn
+from lyabook.population import Population, PopulationAdam, population_exponents, shard_range
+from lyabook.train import _loss
+
+P, I, H, O = 3, 4, 5, 3
+
+
+def _kwargs(name):
+    """Per-network constants where the cell has them; no bias for torch's cells (the dissertation's)."""
+    return {"RNN": {"bias": False}, "LSTM": {"bias": True}, "GRU": {"bias": False},
+            "ASRNN": {"eps": [0.01, 0.1, 0.05], "gamma": [0.01, 0.5, 1.0]},
+            "CoRNN": {"dt": [0.042, 0.1, 0.2], "gamma": 2.7, "epsilon": [4.7, 1.0, 2.0]},
+            "LipschitzRNN": {"eps": [0.03, 0.1, 0.2], "beta": [0.75, 0.5, 0.9]},
+            "NoisyRNN": {"eps": [0.1, 0.05, 0.2], "sigma_add": 0.0, "sigma_mult": 0.0},  # noise off: deterministic
+            "LEM": {"dt": [1.0, 0.5, 0.21]}}[name]
+
+
+def _population(name, seed=1):
+    return Population(rnn.CELLS[name], P, I, H, O, init_p=[0.3, 0.6, 1.0], seed=seed, **_kwargs(name)).double()
+
+
+def _data(T=6, B=5):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(B, T, I, generator=g, dtype=torch.float64), torch.randint(0, O, (B,), generator=g)
+
+
+@pytest.mark.parametrize("name", list(rnn.CELLS))
+def test_forward_loss_step_and_jacobians_equal_each_networks_own(name):
+    pop = _population(name)
+    x, y = _data()
+    nets = [pop.network(i) for i in range(P)]
+    out, state = pop(x)
+    loss, _ = _loss(out, y.expand(P, -1), "classification")
+    for i, net in enumerate(nets):
+        o, s = net(x)  # the cell's own forward: torch's fused kernels for RNN, LSTM, GRU
+        torch.testing.assert_close(out[i], o, atol=1e-10, rtol=0)
+        torch.testing.assert_close(state[i], s, atol=1e-10, rtol=0)
+        torch.testing.assert_close(loss[i], torch.nn.functional.cross_entropy(o[:, -1], y), atol=1e-10, rtol=0)
+    # one optimizer step, per-network learning rates
+    lrs = [0.01, 0.03, 0.1]
+    opt = PopulationAdam(pop.parameters(), lr=lrs)
+    loss.sum().backward()
+    opt.step()
+    for i, net in enumerate(nets):
+        o, _ = net(x)
+        torch.nn.functional.cross_entropy(o[:, -1], y).backward()
+        torch.optim.Adam(net.parameters(), lr=lrs[i]).step()
+        after = pop.network(i)
+        for (n, a), (_, b) in zip(after.state_dict().items(), net.state_dict().items()):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"{name} network {i}: {n} after one step")
+    # Jacobians of the population system against each network's analytic (and autograd's) Jacobian
+    from lyabook.population import _System
+
+    pop.eval()
+    xs = torch.randn(P, 2, pop.network(0).cell.state_dim, dtype=torch.float64) * 0.5
+    us = torch.randn(P, 2, I, dtype=torch.float64)
+    system = _System(pop, pop.cell_tensors(), "full")
+    nxt, J = system.step_and_jacobian(xs.flatten(0, 1), us.flatten(0, 1))
+    for i in range(P):
+        cell = pop.network(i).cell.eval()
+        n_i, J_i = cell.step_and_jacobian(xs[i], us[i])
+        torch.testing.assert_close(nxt.reshape(P, 2, -1)[i], n_i, atol=1e-10, rtol=0)
+        torch.testing.assert_close(J.reshape(P, 2, *J.shape[1:])[i], J_i, atol=1e-10, rtol=0)
+        auto = torch.func.vmap(torch.func.jacrev(lambda v, u: cell.step(v[None], u[None])[0]))(xs[i], us[i])
+        torch.testing.assert_close(J_i, auto, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "ASRNN", "CoRNN", "LipschitzRNN", "NoisyRNN", "LEM"])
+def test_training_networks_together_equals_training_each_alone(name):
+    x, y = _data(T=4, B=6)
+    lrs = [0.02, 0.05, 0.1]
+    pop = _population(name)
+    alone = [pop.network(i) for i in range(P)]
+    opt = PopulationAdam(pop.parameters(), lr=lrs)
+    for _ in range(4):
+        opt.zero_grad()
+        out, _ = pop(x)
+        _loss(out, y.expand(P, -1), "classification")[0].sum().backward()
+        opt.step()
+    for i, net in enumerate(alone):
+        o = torch.optim.Adam(net.parameters(), lr=lrs[i])
+        for _ in range(4):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
+            o.step()
+        for (n, a), (_, b) in zip(pop.network(i).state_dict().items(), net.state_dict().items()):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"{name} network {i}: {n}")
+
+
+@pytest.mark.parametrize("name", ["LSTM", "CoRNN", "LEM", "GRU"])
+def test_population_spectra_equal_each_networks_spectrum(name):
+    pop = _population(name)
+    x, _ = _data(T=12, B=3)
+    for conv in rnn.CELLS[name].conventions:
+        spec = population_exponents(pop, x, warmup=3, convention=conv)
+        parts = population_exponents(pop, x, warmup=3, convention=conv, networks_per_call=2)
+        torch.testing.assert_close(parts.exponents, spec.exponents, atol=1e-12, rtol=0)
+        for i in range(P):
+            kw = {} if conv == "full" else {"convention": conv}
+            cell = rnn.CELLS[name](I, H, **{k: (v[i] if isinstance(v, list) else v) for k, v in _kwargs(name).items()}, **kw).double()
+            cell.load_state_dict(pop.network(i).cell.state_dict())
+            own = rnn.rnn_spectrum(cell, x, warmup=3).per_sample.mean(0)
+            torch.testing.assert_close(spec.exponents[i], own, atol=1e-10, rtol=0)
+
+
+def test_networks_left_out_of_the_spectra_get_nan_rows_and_the_others_are_unchanged():
+    pop = _population("GRU")
+    x, _ = _data(T=8, B=2)
+    every = population_exponents(pop, x).exponents
+    some = population_exponents(pop, x, networks=[True, False, True]).exponents
+    assert torch.isnan(some[1]).all()
+    torch.testing.assert_close(some[[0, 2]], every[[0, 2]], atol=0, rtol=0)
+
+
+def test_network_i_does_not_depend_on_the_population_or_the_shard():
+    big = Population(rnn.GRU, 5, I, H, O, init_p=0.5, seed=7).double()
+    small = Population(rnn.GRU, 2, I, H, O, init_p=0.5, seed=7).double()
+    for (n, a), (_, b) in zip(big.network(1).state_dict().items(), small.network(1).state_dict().items()):
+        assert torch.equal(a, b), n
+    sub = big.subset(range(2, 5))
+    assert sub.n_networks == 3 and torch.equal(sub.weight_out[0], big.weight_out[2])
+    x, _ = _data()
+    torch.testing.assert_close(sub.eval()(x)[0], big.eval()(x)[0][2:], atol=0, rtol=0)
+
+
+def test_population_lstm_is_a_population_of_lstm_cells():
+    from lyabook.train import PopulationLSTM
+
+    pop = PopulationLSTM(2, 3, 4, 3, init_p=[0.1, 0.2], dropout=[0.0, 0.2], bias=False, seed=0)
+    assert isinstance(pop, Population) and pop.cell_class is rnn.LSTM
+    assert isinstance(pop.network(0).cell, rnn.LSTM)
+
+
+def test_per_network_inputs_give_each_network_its_own_batch():
+    pop = _population("RNN").eval()
+    x = torch.randn(P, 4, 6, I, dtype=torch.float64)
+    out, _ = pop(x)
+    for i in range(P):
+        torch.testing.assert_close(out[i], pop.network(i).eval()(x[i])[0], atol=1e-10, rtol=0)
+
+
+def test_shards_cover_every_network_once_in_order():
+    for n_networks in (5, 200, 201):
+        for n in (1, 2, 3, 4):
+            ranges = [shard_range(n_networks, (i, n)) for i in range(n)]
+            assert [j for r in ranges for j in r] == list(range(n_networks))
+            assert max(map(len, ranges)) - min(map(len, ranges)) <= 1
+    for bad in [(2, 2), (-1, 2), (0, 0), ("0", 2), (True, 2)]:
+        with pytest.raises(ValueError, match="shard"):
+            shard_range(10, bad)
+    with pytest.raises(ValueError, match="empty"):
+        shard_range(2, (0, 3))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"n_networks": 0}, "n_networks"),
+    ({"hidden_size": 0}, "hidden_size"),
+    ({"init_p": [0.1, 0.2]}, "init_p"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"seed": -1}, "seed"),
+    ({"eps": [0.1, 0.2]}, "eps"),
+    ({"bias": [True, False, True]}, "bias"),
+    ({"convention": "h_block"}, "convention"),
+    ({"eps": float("nan")}, "eps"),
+])
+def test_bad_population_arguments_are_named(kw, match):
+    args = {"n_networks": 3, "input_size": 2, "hidden_size": 4, "output_size": 2}
+    args.update({k: v for k, v in kw.items() if k in args})
+    extra = {k: v for k, v in kw.items() if k not in args}
+    with pytest.raises(ValueError, match=match):
+        Population(rnn.ASRNN, args.pop("n_networks"), args.pop("input_size"), args.pop("hidden_size"),
+                   args.pop("output_size"), **extra)
+
+
+def test_bad_inputs_and_conventions_are_named():
+    pop = _population("GRU")
+    with pytest.raises(ValueError, match="inputs"):
+        pop(torch.zeros(2, 3, I + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="inputs"):
+        pop(torch.zeros(P + 1, 2, 3, I, dtype=torch.float64))
+    with pytest.raises(ValueError, match="convention"):
+        population_exponents(pop, torch.zeros(2, 3, I, dtype=torch.float64), convention="h_block")
+    with pytest.raises(TypeError, match="cell_class"):
+        Population(torch.nn.GRU, 2, 2, 2, 2)
