@@ -587,6 +587,20 @@ def main(argv=None) -> int:
     x.add_argument("--device", default="auto", choices=DEVICES)
     x.add_argument("--out", default="out/exec")
     x.add_argument("--set", nargs="+", action="extend", metavar="NAME=VALUE", default=None)
+    w = sub.add_parser("sweep", help="train a named population sweep, or one shard of it (lyabook.sweeps)")
+    w.add_argument("name", help="smnist or smnist-permuted")
+    w.add_argument("--shard", default="0/1", help="i/n: run shard i of n (default 0/1, the whole sweep)")
+    w.add_argument("--out", default="out/sweeps", help="folder for the records")
+    w.add_argument("--profile", default="full", choices=PROFILES)
+    w.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<i>")
+    w.add_argument("--data-dir", default=None, help="data folder (default: $LYABOOK_DATA_DIR or ~/.cache/lyabook)")
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    la = sub.add_parser("launch", help="run a sweep as one shard per visible GPU")
+    la.add_argument("name")
+    la.add_argument("--out", default="out/sweeps")
+    la.add_argument("--profile", default="full", choices=PROFILES)
+    la.add_argument("--gpus", type=int, default=None, help="number of shards (default: every visible GPU)")
+    la.add_argument("--data-dir", default=None)
     b = sub.add_parser("build", help="build the book (warnings are errors; a source checkout only)")
     b.add_argument("--executed", default=None, help="folder of executed notebooks to build from")
     b.add_argument("--out", default="out/book", help="output folder")
@@ -600,7 +614,22 @@ def main(argv=None) -> int:
                        quiet=args.quiet)
         if args.command == "exec":
             return exec_notebook(args.notebook, args.profile, args.device, args.out, parse_overrides(args.set))
+        if args.command in ("sweep", "launch"):
+            from . import sweeps
+
+            if args.command == "launch":
+                return sweeps.launch(args.name, args.out, args.profile, args.gpus, args.data_dir)
+            done = sweeps.run_shard(args.name, args.out, sweeps.parse_shard(args.shard), args.profile, args.device,
+                                    args.data_dir, progress=not args.quiet)
+            for job, recs in done.items():
+                print(f"{job}: epochs 0-{len(recs) - 1} recorded in {Path(args.out) / job}")
+            return 0
         return build(args.executed, args.out)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad input, a stale run, missing data: one line
+        if args.command not in ("sweep", "launch"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -46,10 +46,8 @@ def _number(name: str, value, *, low: float, low_open: bool = True) -> float:
 
 def _per_network(name: str, value, n: int, *, positive: bool) -> torch.Tensor:
     """A scalar or one value per network -> (n,) float64 on the CPU, checked."""
-    if torch.is_tensor(value) and not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"{name} must be a number or one number per network, got a {value.dtype} tensor")
     try:
-        t = torch.as_tensor(value, dtype=torch.float64).detach().cpu().flatten()
+        t = torch.as_tensor(value).detach().to("cpu", torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be a number or one number per network, got {type(value).__name__}") from None
     if t.numel() == 1:

@@ -240,14 +240,22 @@ class Population(nn.Module):
                              f"got {tuple(inputs.shape)}")
         if inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs have {inputs.shape[-1]} features, the population's input_size is {self.input_size}")
-        args, in_dims = (inputs,), dims
-        if state is not None:
-            args, in_dims = (inputs, state), dims + (0,)
+        args, in_dims = (inputs, state), dims + (None if state is None else 0,)
+        if self.training and hasattr(self._cell, "noise_draws_per_step"):  # NoisyRNN: each network's own draws
+            args, in_dims = args + (self._noise(inputs),), in_dims + (0,)
         hs, state = self._map("unroll", *args, in_dims=in_dims)
         if self.training and bool((self.dropout > 0).any()):
             hs = hs * self._dropout_masks(hs)
         out = torch.einsum("pbth,poh->pbto", hs, self.weight_out) + self.bias_out.view(P, 1, 1, -1)
         return out, state
+
+    def _noise(self, inputs):
+        """(P, T * draws per step, B, H) standard normal draws, network i's from its own generator."""
+        B, T = inputs.shape[-3], inputs.shape[-2]
+        gens = self.dropout_generators(inputs.device)
+        shape = (T * self._cell.noise_draws_per_step, B, self.hidden_size)
+        dtype = self.weight_out.dtype
+        return torch.stack([torch.randn(shape, generator=g, device=inputs.device, dtype=dtype) for g in gens])
 
     def _dropout_masks(self, hs):
         """Inverted-dropout masks (P, B, T, H), network i's drawn from its own generator (seed, i):
@@ -260,7 +268,8 @@ class Population(nn.Module):
         return masks
 
     def dropout_generators(self, device) -> list:
-        """One random generator per network on ``device`` (its state belongs in a checkpoint)."""
+        """One random generator per network on ``device``, for its dropout masks and (NoisyRNN)
+        noise; their states belong in a checkpoint."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -317,8 +326,9 @@ class _System:
 @dataclass
 class PopulationSpectrum:
     """``exponents`` (P, k) float64 on the CPU: each network's spectrum averaged over the
-    input sequences (natural log, per step; NaN rows for networks left out); ``methods``: the
-    orthonormalization each part of the computation ended on."""
+    input sequences (natural log, per step; NaN rows for networks left out or failed);
+    ``methods``: the orthonormalization each part of the computation ended on ("failed" for a
+    network whose computation stopped being finite)."""
 
     exponents: torch.Tensor
     methods: list
@@ -326,7 +336,7 @@ class PopulationSpectrum:
 
 def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int = 0, convention: str = "full",
                          networks=None, networks_per_call: int | None = None, method: str = "auto",
-                         k: int | None = None) -> PopulationSpectrum:
+                         k: int | None = None, dtype: torch.dtype = torch.float64) -> PopulationSpectrum:
     """Lyapunov spectrum of every network of ``pop`` driven by the same sequences.
 
     Args:
@@ -339,6 +349,12 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
         networks_per_call: networks per engine call; default: as many as keep each float64
             frame buffer (networks x B x d x d) within 2 GiB (CholeskyQR3 holds several).
         method, k: as in `lyapunov_spectrum`.
+        dtype: the spectrum's precision, float64 by default whatever the population's: in
+            float32 a saturated tanh has derivative exactly 0 at |x| > 9 (float64: 19), so a
+            trained network's Jacobian is singular and its smallest exponents are -inf.
+
+    A network whose state or R values stop being finite gets a NaN row and the method
+    "failed" (the computation is halved until the failure is isolated); the others go on.
     """
     if not torch.is_tensor(inputs) or inputs.ndim != 3 or inputs.shape[-1] != pop.input_size:
         raise ValueError(f"inputs must be a tensor (B, T, {pop.input_size}), got "
@@ -353,18 +369,31 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
     if len(keep) != P:
         raise ValueError(f"networks must have one entry per network ({P}), got {len(keep)}")
     out, methods = torch.full((P, k or d), float("nan"), dtype=torch.float64), []
-    ref = pop.weight_out
+    dev = pop.weight_out.device
+    x_all = inputs.to(device=dev, dtype=dtype)
     was = pop.training
     pop.eval()
+
+    def compute(a, b):  # networks a..b-1; a part that fails is halved, so one bad network costs only its own row
+        part = _System(pop, {n: t[a:b].to(dtype) for n, t in tensors.items()}, convention)
+        x = x_all.unsqueeze(0).expand(b - a, *x_all.shape).reshape((b - a) * B, *x_all.shape[1:])
+        try:
+            res = lyapunov_spectrum(part, None, inputs=x, warmup=warmup, method=method, k=k)
+        except FloatingPointError:
+            if b - a == 1:
+                methods.append("failed")  # its row stays NaN: the state or an R value stopped being finite
+                return
+            mid = (a + b) // 2
+            compute(a, mid), compute(mid, b)
+            return
+        out[a:b] = res.per_sample.reshape(b - a, B, -1).mean(1).cpu()
+        methods.append(res.method)
+
     try:
         with torch.no_grad():
             for a, b in _runs(keep, networks_per_call):
-                part = _System(pop, {n: t[a:b] for n, t in tensors.items()}, convention)
-                x = inputs.to(ref).unsqueeze(0).expand(b - a, *inputs.shape).reshape((b - a) * B, *inputs.shape[1:])
-                res = lyapunov_spectrum(part, None, inputs=x, warmup=warmup, method=method, k=k)
-                out[a:b] = res.per_sample.reshape(b - a, B, -1).mean(1).cpu()
-                methods.append(res.method)
-                if ref.is_cuda:  # hand the finished part's CUDA-graph memory pool back before the next part
+                compute(a, b)
+                if dev.type == "cuda":  # hand the finished part's CUDA-graph memory pool back before the next part
                     torch.cuda.empty_cache()
     finally:
         pop.train(was)

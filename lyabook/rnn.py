@@ -572,8 +572,27 @@ class NoisyRNN(LipschitzRNN):
         # constants' values would be data-dependent control flow, which torch.func.vmap forbids
         h_new = out[0] if jac else out
         s = self.eps.sqrt()
-        noise = s * (self.sigma_add * torch.randn_like(h) + self.sigma_mult * h * torch.randn_like(h))
+        noise = s * (self.sigma_add * self._normal(h) + self.sigma_mult * h * self._normal(h))
         return (h_new + noise, *out[1:]) if jac else h_new + noise
+
+    # draws per step: 2 per layer. A population hands each network's draws in from the network's
+    # own generator, so that a network trains the same in any population or shard.
+    noise_draws_per_step = property(lambda self: 2 * self.num_layers)
+
+    def _normal(self, h):
+        draws = getattr(self, "_draws", None)
+        return torch.randn_like(h) if draws is None else draws.pop()
+
+    def unroll(self, inputs, state=None, noise=None):
+        """`RecurrentCell.unroll`; ``noise`` (T * noise_draws_per_step, B, H): standard normal
+        draws to use, in order, instead of fresh ones (training mode only)."""
+        if noise is None:
+            return super().unroll(inputs, state)
+        self._draws = list(noise.unbind(0))[::-1]
+        try:
+            return super().unroll(inputs, state)
+        finally:
+            self._draws = None
 
 
 class LEM(_Custom):

@@ -318,3 +318,48 @@ def test_part_files_of_killed_downloads_are_not_data_and_go_on_the_next_download
     path = data.fetch("demo/file.txt", root, checksums={"demo/file.txt": _sha(b"hello")})
     assert path.read_bytes() == b"hello"
     assert sorted(p.name for p in (root / "demo").iterdir()) == sorted(["file.txt", live.name])
+
+
+def test_sequential_mnist_rows_and_one_fixed_permutation():
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    rows = data.mnist_sequences(images, "row")
+    assert rows.shape == (3, 28, 28) and rows.dtype == torch.float32
+    assert torch.equal(rows, images.float() / 255)
+    perm = data.mnist_sequences(images, "permuted")
+    again = data.mnist_sequences(images[1:], "permuted")
+    assert perm.shape == (3, 784, 1) and torch.equal(perm[1:], again)  # the same permutation for every image and call
+    assert torch.equal(perm[0, :, 0].sort().values, rows[0].flatten().sort().values)  # a permutation of the pixels
+    assert not torch.equal(perm[0, :, 0], rows[0].flatten())
+    assert not torch.equal(data.mnist_sequences(images, "permuted", permutation_seed=1), perm)
+    with pytest.raises(ValueError, match="order"):
+        data.mnist_sequences(images, "column")
+    with pytest.raises(ValueError, match="images"):
+        data.mnist_sequences(images[0], "row")
+
+
+def test_each_network_gets_its_own_subset_independent_of_the_others():
+    x = torch.arange(10 * 2 * 3).reshape(10, 2, 3)
+    b = data.NetworkBatches(x, x + 1, n_networks=4, fraction=0.3, seed=5)
+    assert len(b) == 3 and b.index.shape == (4, 3)
+    assert all(len(set(r.tolist())) == 3 for r in b.index)  # without replacement
+    assert len({tuple(r.tolist()) for r in b.index}) > 1  # different networks, different subsets
+    xb, yb = b[1]
+    assert xb.shape == (4, 2, 3) and torch.equal(xb, x[b.index[:, 1]]) and torch.equal(yb, xb + 1)
+    shard = b.select(range(2, 4))
+    assert torch.equal(shard.index, b.index[2:])
+    alone = data.NetworkBatches(x, x + 1, n_networks=2, fraction=0.3, seed=5, first_network=2)
+    assert torch.equal(alone.index, b.index[2:])  # network i's subset depends only on (seed, i)
+    for kw, match in [({"fraction": 0}, "fraction"), ({"fraction": 1.5}, "fraction"), ({"n_networks": 0}, "n_networks")]:
+        with pytest.raises(ValueError, match=match):
+            data.NetworkBatches(x, x, **{"n_networks": 2, "fraction": 0.2, **kw})
+
+
+def test_batches_cover_the_data_once_in_a_fixed_shuffled_order():
+    x, y = torch.arange(10), torch.arange(10) * 2
+    bs = data.batches(x, y, 4, shuffle_seed=0)
+    assert [len(b[0]) for b in bs] == [4, 4, 2]
+    assert sorted(torch.cat([b[0] for b in bs]).tolist()) == list(range(10))
+    assert all(torch.equal(b[1], b[0] * 2) for b in bs)
+    assert [len(b[0]) for b in data.batches(x, y, 4, drop_last=True)] == [4, 4]
+    with pytest.raises(ValueError, match="batch_size"):
+        data.batches(x, y, 0)

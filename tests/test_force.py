@@ -85,7 +85,8 @@ def test_targets_are_normalized_four_sines_and_differ_between_networks():
     assert f.amax(1).sub(1).abs().max() < 1e-12 and f.amin(1).add(1).abs().max() < 1e-12
     # the formula, subtract the midpoint and then divide (the authors divided first)
     t = torch.arange(1200, **F64) * 0.1
-    raw = sum(torch.sin(pop.modes[:, k, None] * math.pi * t / 60) / pop.amplitudes[:, k, None] for k in range(4))
+    a, m = pop.amplitudes.double(), pop.modes.double()  # int64 * float would round through float32
+    raw = sum(torch.sin(m[:, k, None] * math.pi * t / 60) / a[:, k, None] for k in range(4))
     mid, half = (raw.amax(1) + raw.amin(1)) / 2, (raw.amax(1) - raw.amin(1)) / 2
     torch.testing.assert_close(f, (raw - mid[:, None]) / half[:, None], atol=1e-12, rtol=0)
     # periodic: the test target restarted at t = 0 is in phase with training

@@ -186,3 +186,14 @@ def test_bad_inputs_and_conventions_are_named():
         population_exponents(pop, torch.zeros(2, 3, I, dtype=torch.float64), convention="h_block")
     with pytest.raises(TypeError, match="cell_class"):
         Population(torch.nn.GRU, 2, 2, 2, 2)
+
+
+def test_a_network_whose_spectrum_fails_gets_a_nan_row_and_the_others_their_own():
+    pop = _population("RNN")
+    x, _ = _data(T=8, B=2)
+    every = population_exponents(pop, x).exponents
+    with torch.no_grad():
+        pop.cell_params.module__weight_hh_l0[1, 0, 0] = float("inf")
+    spec = population_exponents(pop, x)
+    assert torch.isnan(spec.exponents[1]).all() and "failed" in spec.methods
+    torch.testing.assert_close(spec.exponents[[0, 2]], every[[0, 2]], atol=0, rtol=0)

@@ -267,3 +267,36 @@ def test_a_changed_setting_never_reuses_records_made_under_another(tmp_path):
     assert len(list(tmp_path.iterdir())) == len(variants) + 2
     again = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, spectrum_inputs=spec, **kw)
     assert [r["train_time_s"] for r in again] == [r["train_time_s"] for r in first]  # the same settings: reloaded
+
+
+@pytest.mark.parametrize("per_network", [False, True])
+def test_shards_merge_into_exactly_the_unsharded_run(tmp_path, per_network):
+    """Three shards of a population of five (dropout on, per-network data subsets or not) give
+    records that merge into the unsharded run's: losses, accuracies and spectra equal."""
+    from lyabook import data
+    from lyabook.train import train_population
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (4, 3, 6), generator=g)
+    onehot = lambda v: torch.nn.functional.one_hot(v, 5).to(torch.float64)
+    train = data.NetworkBatches(x, x, 5, 0.5, seed=2) if per_network else [(x[i], x[i]) for i in range(3)]
+    valid = [(x[3], x[3])]
+    spec = torch.randint(0, 5, (2, 8), generator=g)
+
+    def model():
+        return PopulationLSTM(5, 5, 4, 5, init_p=[0.1, 0.2, 0.3, 0.4, 0.5], dropout=[0, 0.2, 0.1, 0, 0.3], seed=3).double()
+
+    kw = dict(epochs=2, lr=[0.01, 0.02, 0.03, 0.04, 0.05], config={"task": "shards"}, encode=onehot,
+              spectrum_inputs=spec, spectrum_conventions=("full", "h_block"), progress=False)
+    whole = train_population(model(), train, valid, out_dir=tmp_path / "whole", **kw)
+    for i in (2, 0, 1):  # any order: the merge waits for every shard
+        part = train_population(model(), train, valid, out_dir=tmp_path / "sharded", shard=(i, 3), **kw)
+        assert len(part[0]["valid_loss"]) == len(range(5)[[0, 2, 4, 5][i]:[0, 2, 4, 5][i + 1]])
+    run = next(p for p in (tmp_path / "sharded").iterdir())
+    assert run.name == next((tmp_path / "whole").iterdir()).name  # the shards share the population's identity
+    merged = train_population(model(), train, valid, out_dir=tmp_path / "sharded", **kw)  # finds the merged records
+    for a, b in zip(merged, whole):
+        for key in ("train_loss", "valid_loss", "valid_accuracy", "diverged"):
+            assert a[key] == b[key], key
+        for key in ("exponents", "exponents_h_block"):
+            assert (a[key] == b[key]).all(), key

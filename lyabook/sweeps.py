@@ -1,0 +1,181 @@
+"""Named population sweeps, their shards and a launcher over GPUs.
+
+A sweep is a list of jobs, each one population trained by `lyabook.train.train_population`.
+``lyabook sweep NAME --shard i/n`` runs shard i of n: with at least as many jobs as shards a
+shard takes whole jobs (job j goes to shard j mod n, no merge needed); with fewer, every job's
+networks are split into n // jobs parts (`lyabook.population.shard_range`) whose records
+merge into the unsharded run's. ``lyabook launch NAME`` starts one such process per visible
+GPU; `book/how_to_run.md` shows the same as a SLURM job array.
+
+Sweeps:
+
+* ``smnist``: the dissertation's Chapter 3 task C: 200 networks of each of the eight
+  architectures, hidden 64, row-wise MNIST (28 steps of 28 pixels), batch 128, Adam 0.01,
+  dropout 0.1 on the outputs, 10 epochs, U(-p, p) with p drawn uniformly from each
+  architecture's range (Table A1; ASRNN 0.1-50 as in the text and the authors' code, Table A1
+  says 30), spectra of every epoch 0-10 on 15 test images (the authors' ``le_batch_size``;
+  text: 128), warm-up over the 28 rows and measured over the same 28 rows again (the authors'
+  ``warmup = 500`` on 28 steps). Validation loss: mean cross-entropy on the MNIST test set
+  (the authors' code reports it divided by 100; spec section 8).
+* ``smnist-permuted``: the same on permuted pixel-wise MNIST (784 steps of one pixel).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import rnn
+
+__all__ = ["SWEEPS", "Job", "jobs", "plan", "run_shard", "launch", "parse_shard"]
+
+SMNIST_ARCHITECTURES = {  # name: (cell, p range, cell arguments); bias=False for torch's cells (the authors')
+    "LSTM": (rnn.LSTM, (0.1, 3.0), {"bias": False}),
+    "GRU": (rnn.GRU, (0.1, 3.0), {"bias": False}),
+    "RNN": (rnn.RNN, (0.1, 3.0), {"bias": False}),
+    "ASRNN": (rnn.ASRNN, (0.1, 50.0), {"eps": 0.01, "gamma": 0.01}),
+    "CoRNN": (rnn.CoRNN, (0.1, 30.0), {"dt": 0.042, "gamma": 2.7, "epsilon": 4.7}),
+    "LipschitzRNN": (rnn.LipschitzRNN, (0.1, 20.0), {}),
+    "NoisyRNN": (rnn.NoisyRNN, (0.1, 5.0), {}),
+    "LEM": (rnn.LEM, (0.1, 10.0), {}),
+}
+PROFILES = {  # full: the dissertation's scale; smoke: a few tiny networks on a slice of the data (CI)
+    "full": {"networks": 200, "hidden": 64, "epochs": 10, "train_images": None, "test_images": None,
+             "batch": 128, "valid_batch": 100, "spectrum_images": 15},
+    "smoke": {"networks": 3, "hidden": 6, "epochs": 1, "train_images": 256, "test_images": 64,
+              "batch": 64, "valid_batch": 64, "spectrum_images": 2},
+}
+
+
+@dataclass
+class Job:
+    """One population of a sweep: ``build()`` returns (population, train batches, valid batches,
+    train_population's keyword arguments)."""
+
+    name: str
+    n_networks: int
+    build: callable = field(repr=False)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/n" -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must be i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard must be i/n with 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def _mnist(data_dir, profile: dict):
+    from . import data
+
+    mnist = data.load_mnist(data_dir)
+    (xtr, ytr), (xte, yte) = mnist["train"], mnist["test"]
+    if profile["train_images"]:
+        xtr, ytr = xtr[: profile["train_images"]], ytr[: profile["train_images"]]
+        xte, yte = xte[: profile["test_images"]], yte[: profile["test_images"]]
+    return (xtr, ytr), (xte, yte)
+
+
+def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0) -> list[Job]:
+    from . import data
+    from .population import Population
+
+    prof = PROFILES[profile_name]
+    loaded = {}
+
+    def task():  # loaded once, by the first job a shard builds
+        if not loaded:
+            (xtr, ytr), (xte, yte) = _mnist(data_dir, prof)
+            xtr, xte = data.mnist_sequences(xtr, order), data.mnist_sequences(xte, order)
+            loaded["train"] = data.batches(xtr, ytr, prof["batch"], shuffle_seed=seed)
+            loaded["valid"] = data.batches(xte, yte, prof["valid_batch"])
+            pick = torch.randperm(len(xte), generator=torch.Generator().manual_seed(seed))[: prof["spectrum_images"]]
+            # warm-up over the sequence, then measured over the same sequence again (the authors' setting)
+            loaded["spectrum"] = torch.cat([xte[pick], xte[pick]], 1)
+            loaded["steps"] = xte.shape[1]
+        return loaded
+
+    out = []
+    for k, (arch, (cls, (lo, hi), kw)) in enumerate(SMNIST_ARCHITECTURES.items()):
+        def build(arch=arch, cls=cls, lo=lo, hi=hi, kw=kw, k=k):
+            t = task()
+            P = prof["networks"]
+            p = torch.empty(P, dtype=torch.float64).uniform_(lo, hi, generator=torch.Generator().manual_seed(1000 + k))
+            pop = Population(cls, P, t["spectrum"].shape[-1], prof["hidden"], 10, init_p=p.round(decimals=3),
+                             dropout=0.1, seed=seed + k, **kw).to(device)
+            kwargs = dict(epochs=prof["epochs"], lr=0.01, task="classification", lr_decay=1.0,
+                          config={"sweep": f"smnist-{order}", "architecture": arch, "profile": profile_name},
+                          spectrum_inputs=t["spectrum"], spectrum_warmup=t["steps"],
+                          spectrum_conventions=("full", "h_block") if "h_block" in cls.conventions else ("full",))
+            return pop, t["train"], t["valid"], kwargs
+
+        out.append(Job(f"smnist-{order}-{arch}", prof["networks"], build))
+    return out
+
+
+SWEEPS = {
+    "smnist": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "row"),
+    "smnist-permuted": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "permuted"),
+}
+
+
+def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[Job]:
+    if name not in SWEEPS:
+        raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    return SWEEPS[name](profile, data_dir, device)
+
+
+def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
+    """What shard (i, n) runs: [(job, None)] whole jobs when there are at least n jobs, else
+    [(job, (c, m))] part c of m of each job's networks (m = n // jobs)."""
+    i, n = shard
+    if len(job_list) >= n:
+        return [(j, None) for k, j in enumerate(job_list) if k % n == i]
+    m = n // len(job_list)
+    units = [(j, (c, m)) for j in job_list for c in range(m)]
+    return units[i::n]
+
+
+def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: str = "auto", data_dir=None,
+              progress: bool = True) -> dict:
+    """Train shard ``(i, n)`` of sweep ``name`` into ``out_dir`` (each job in its own folder,
+    `train_population`'s records); returns {job name: records of this shard}."""
+    from .results import resolve_device
+    from .train import train_population
+
+    dev = resolve_device(device)
+    done = {}
+    for job, part in plan(jobs(name, profile, data_dir, dev), shard):
+        pop, train, valid, kwargs = job.build()
+        done[job.name] = train_population(pop, train, valid, out_dir=Path(out_dir) / job.name, shard=part,
+                                          progress=progress, **kwargs)
+    return done
+
+
+def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, data_dir=None) -> int:
+    """Run sweep ``name`` as one ``lyabook sweep --shard i/n`` process per GPU (n = ``gpus``, default
+    every visible GPU; each sees only its own through CUDA_VISIBLE_DEVICES); returns the worst
+    exit status. Shards whose networks split a job merge their records when the last finishes."""
+    n = gpus if gpus is not None else torch.cuda.device_count()
+    if n < 1:
+        raise ValueError("launch needs at least one GPU (none is visible; on a CPU run `lyabook sweep` instead)")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(n)]
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "lyabook", "sweep", name, "--shard", f"{i}/{n}", "--out", str(out_dir),
+               "--profile", profile, "--device", "cuda", "--quiet"]
+        if data_dir is not None:
+            cmd += ["--data-dir", str(data_dir)]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]}
+        procs.append(subprocess.Popen(cmd, env=env))
+    return max(p.wait() for p in procs)

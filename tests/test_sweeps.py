@@ -1,0 +1,56 @@
+"""Sweeps split into shards whose records merge into the unsharded run's (CPU, tiny profile)."""
+import json
+
+import pytest
+import torch
+
+from lyabook import cli, sweeps
+
+
+@pytest.fixture
+def fake_mnist(monkeypatch):
+    """Random 'digits' in place of MNIST: the test checks sharding, not learning."""
+    g = torch.Generator().manual_seed(0)
+    train = (torch.randint(0, 256, (256, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (256,), generator=g))
+    test = (torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (64,), generator=g))
+    monkeypatch.setattr(sweeps, "_mnist", lambda data_dir, profile: (train, test))
+
+
+def _records(root):
+    out = {}
+    for f in sorted(root.glob("*/*/epoch_*.json")):
+        doc = json.loads(f.read_text())
+        out[(f.parent.parent.name, f.name)] = {k: doc["results"][k] for k in ("valid_loss", "train_loss", "valid_accuracy")}
+    return out
+
+
+def test_plan_gives_whole_jobs_or_equal_parts_and_covers_everything_once():
+    jobs = [sweeps.Job(f"j{k}", 10, None) for k in range(8)]
+    for n in (1, 3, 4, 8, 16):
+        units = [(j.name, part) for i in range(n) for j, part in sweeps.plan(jobs, (i, n))]
+        assert len(units) == len(set(units))
+        if n <= 8:
+            assert sorted(u[0] for u in units) == sorted(j.name for j in jobs) and all(p is None for _, p in units)
+        else:
+            assert len(units) == 8 * (n // 8)
+    assert sweeps.parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            sweeps.parse_shard(bad)
+
+
+def test_sharded_sweep_merges_into_the_unsharded_records(tmp_path, fake_mnist, capsys):
+    args = ["--profile", "smoke", "--device", "cpu", "--quiet"]
+    assert cli.main(["sweep", "smnist", "--out", str(tmp_path / "whole"), *args]) == 0
+    for i in (3, 0, 15, 7, 1, 2, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14):  # 16 shards: every job in 2 parts
+        assert cli.main(["sweep", "smnist", "--shard", f"{i}/16", "--out", str(tmp_path / "sharded"), *args]) == 0
+    whole, sharded = _records(tmp_path / "whole"), _records(tmp_path / "sharded")
+    assert len(whole) == 8 * 2 and whole.keys() == sharded.keys()  # 8 architectures x epochs 0-1
+    assert whole == sharded
+
+
+def test_bad_sweep_arguments_are_one_line_errors(capsys):
+    assert cli.main(["sweep", "nosuch", "--profile", "smoke", "--device", "cpu"]) == 2
+    assert "unknown sweep 'nosuch'" in capsys.readouterr().err
+    assert cli.main(["sweep", "smnist", "--shard", "3/2", "--profile", "smoke", "--device", "cpu"]) == 2
+    assert "shard must be i/n" in capsys.readouterr().err
