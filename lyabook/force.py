@@ -47,7 +47,9 @@ def _number(name: str, value, *, low: float, low_open: bool = True) -> float:
 def _per_network(name: str, value, n: int, *, positive: bool) -> torch.Tensor:
     """A scalar or one value per network -> (n,) float64 on the CPU, checked."""
     try:
-        t = torch.as_tensor(value).detach().to("cpu", torch.float64).flatten()
+        # not as_tensor(value) first: a Python float would round through float32
+        t = value.detach().cpu() if torch.is_tensor(value) else torch.as_tensor(value, dtype=torch.float64)
+        t = t.to(torch.float64).flatten()
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be a number or one number per network, got {type(value).__name__}") from None
     if t.numel() == 1:
@@ -123,7 +125,7 @@ class ForcePopulation:
             its target, M, z_0, x_0 and w_f (in that order) from
             ``torch.Generator().manual_seed(seed * 1_000_003 + first + j)`` on the CPU.
         device, dtype: where and in what precision every tensor lives (float64 by default, as
-            the authors' NumPy code; RLS in float32 drifts over the 9000 updates of a run).
+            the authors' NumPy code; float32 halves memory and time on a GPU).
 
     State (all with the population in dim 0): ``M`` (P, N, N), ``w_f``, ``w_o``, ``x`` (P, N),
     ``z`` (P,), ``rls`` (P, N, N) the RLS matrix, and ``t`` the steps trained so far. Initial
@@ -239,7 +241,9 @@ class ForcePopulation:
 
     def test(self, n_steps: int = 12000, keep: int = 200) -> ForceTest:
         """Free-running rollout with w_o fixed from a copy of the training state (training is
-        not advanced); its output is compared with the target restarted at t = 0."""
+        not advanced); its output is compared with the target restarted at t = 0. Its states
+        are the iterates of `closed_loop` from ``states[:, 0]`` whenever the last training step
+        made no update (so z = w_o . tanh(x)): always with learn_every 2 and even epochs."""
         n_steps = _as_int("n_steps", n_steps, 1)
         keep = _as_int("keep", keep, 0)
         if keep > n_steps:
@@ -277,8 +281,8 @@ class ForceMap:
 
     Flat state (P*B, N), network p in rows p*B .. p*B+B-1 (like `lyabook.train.PopulationLSTM`);
     ``u`` must be None. Jacobian ``(1 - dt) I + dt W diag(1 - tanh(x)^2)``. The map has a ``dt``
-    attribute, so its exponents are per unit time (tau = 1, natural log); per step they are
-    ``dt`` times smaller.
+    attribute, so its exponents are per unit time (tau = 1, natural log); multiply by ``dt``
+    for exponents per step.
 
     The dissertation's TL spectra used ``(I - diag(x^2)) (dt M + w_f w_o^T)`` instead: the
     pre-activation x, the diagonal on the wrong side, no leak, no dt on the feedback, applied

@@ -66,13 +66,15 @@ def test_network_in_a_population_equals_the_network_built_alone():
         for name in ("M", "w_f", "x", "z", "amplitudes", "modes", "target_mid", "target_half"):
             assert torch.equal(getattr(pop, name)[i], getattr(one, name)[0]), name
     for j in range(2):
-        assert torch.equal(pop.M[2 + j], shard.M[j]) and torch.equal(pop.target(range(50))[2 + j], shard.target(range(50))[j])
+        assert torch.equal(pop.M[2 + j], shard.M[j])
+        assert torch.equal(pop.target(range(50))[2 + j], shard.target(range(50))[j])
     hist = fit(pop, 2, epoch_steps=100, test_steps=150, keep=20, keep_every=5)
     for i, one in enumerate(alone):
         h1 = fit(one, 2, epoch_steps=100, test_steps=150, keep=20, keep_every=5)
         torch.testing.assert_close(hist.w_o[:, i], h1.w_o[:, 0], atol=1e-12, rtol=0)
         torch.testing.assert_close(hist.val_mae[:, i], h1.val_mae[:, 0], atol=1e-12, rtol=0)
         torch.testing.assert_close(hist.states[:, i], h1.states[:, 0], atol=1e-12, rtol=0)
+    assert pop.g.tolist() == g  # float64, not rounded through float32
     # same network, other gain: M scales with g (the draws do not depend on g)
     torch.testing.assert_close(ForcePopulation(1, 16, g=1.0, seed=7).M[0] * 1.2, pop.M[0], atol=1e-15, rtol=0)
 
