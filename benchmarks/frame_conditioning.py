@@ -31,26 +31,29 @@ from lyabook.lyapunov import _cholesky_qr3, _householder
 from lyabook.train import PopulationLSTM, train_population
 
 
-def scan(model: PopulationLSTM, u: torch.Tensor, convention: str = "full") -> dict:
+def scan(model, u: torch.Tensor, convention: str = "full") -> dict:
     """Follow the QR algorithm (float64 frame, Householder) along inputs u (B, T, I) of a
     one-network population; per step record cond(J Q) of batch entry 0 and CholeskyQR3's verdict.
     ``convention``: "full" (h, c) state or the dissertation's "h_block"."""
-    model.eval()
-    model.convention = convention
+    from lyabook import rnn
+
+    net = model.network(0).cell  # the population's one network as a standalone LSTM, in the convention asked for
+    cell = rnn.LSTM(net.input_size, net.hidden_size, bias=net.bias, convention=convention)
+    cell.load_state_dict(net.state_dict())
+    cell.eval()
     B, T = u.shape[0], u.shape[1]
-    d = model.tangent_dim
+    d = cell.tangent_dim
     x = torch.zeros(B, 2 * model.hidden_size)
     Q = torch.eye(d, dtype=torch.float64).expand(B, d, d).contiguous()
     conds, ok = [], []
     with torch.no_grad():
         for t in range(T):
-            x, J = model.step_and_jacobian(x, u[:, t].to(model.weight_hh))
+            x, J = cell.step_and_jacobian(x, u[:, t].float())
             X = J.double() @ Q
             s = torch.linalg.svdvals(X[0])
             conds.append(float(s[0] / s[-1]))
             ok.append(bool(_cholesky_qr3(X)[2]))
             Q = _householder(X)[0]
-    model.convention = "full"
     return {"convention": convention, "cond_median": float(np.median(conds)), "cond_max": float(np.max(conds)),
             "cholesky_qr3_ok_steps": int(sum(ok)), "steps": T}
 

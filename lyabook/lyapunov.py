@@ -346,6 +346,7 @@ def lyapunov_spectrum(
     method: str = "auto",
     cuda_graph: bool | None = None,
     progress: bool = False,
+    nonfinite: str = "raise",
 ) -> LyapunovResult:
     """Lyapunov spectrum of a batched dynamical system by the QR algorithm.
 
@@ -371,6 +372,11 @@ def lyapunov_spectrum(
         cuda_graph: on CUDA, capture one step and one orthonormalization as CUDA graphs and
             replay them (removes kernel-launch overhead, the main cost for RNN-sized
             systems). None: try, and run eagerly if the system cannot be captured; False: never.
+        nonfinite: "raise" (default): FloatingPointError at the first non-finite state or R
+            value; "keep": go on, so that the batch entries where it happened end with NaN or
+            -inf exponents (an R value of exactly 0: the Jacobian was singular, e.g. a dead relu
+            or a tanh saturated beyond rounding) and the others with their own. Batch entries
+            never mix, so one entry's failure does not change another's exponents.
         progress: show a progress bar over the steps (warm-up included) on the terminal
             (`lyabook.progress.bar`: never in a notebook's outputs), updated every 64 steps.
 
@@ -398,6 +404,8 @@ def lyapunov_spectrum(
         raise ValueError(f"cuda_graph must be None, True or False, got {cuda_graph!r}")
     if progress not in (True, False):
         raise ValueError(f"progress must be True or False, got {progress!r}")
+    if nonfinite not in ("raise", "keep"):
+        raise ValueError(f"nonfinite must be 'raise' or 'keep', got {nonfinite!r}")
 
     device, dtype = _system_device_dtype(system, x0, inputs)
 
@@ -443,11 +451,11 @@ def lyapunov_spectrum(
 
     with bar(total=warmup + n_steps, desc="Lyapunov spectrum", progress=progress, unit="step") as pbar:
         if method == "cholesky":
-            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar)
+            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar, nonfinite)
             if result is not None:
                 return result
             method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
-        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar)
+        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar, nonfinite)
 
 
 def _step_and_jacobian(system):
@@ -496,12 +504,12 @@ class _EagerLoop:
         self.pending.append((t, "R value", torch.isfinite(log_r).all()))
         return log_r
 
-    def check(self):
+    def check(self, raise_nonfinite=True):
         """False if CholeskyQR3 lost accuracy; raises FloatingPointError naming the step."""
         if self.chol_ok and not bool(torch.stack(self.chol_ok).all()):
             return False
         self.chol_ok = []
-        if self.pending:
+        if self.pending and raise_nonfinite:
             flags = torch.stack([p[2] for p in self.pending])
             if not bool(flags.all()):
                 step, what, _ = self.pending[int((~flags).nonzero()[0])]
@@ -570,16 +578,16 @@ class _GraphLoop:
         self.g_close.replay()
         return self.log_r
 
-    def check(self):
+    def check(self, raise_nonfinite=True):
         if not bool(self.ok):
             return False
-        if bool(self.bad):
+        if raise_nonfinite and bool(self.bad):
             raise _Rerun
         return True
 
 
 @torch.no_grad()  # the system may hold trainable parameters: never build autograd graphs here
-def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None):
+def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None, nonfinite="raise"):
     """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy. ``pbar``
     (a tqdm bar, possibly disabled) advances at every finiteness check (every 64 steps)."""
     device = x.device
@@ -624,10 +632,10 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
             since = 0
         if (t + 1) % _CHECK_EVERY == 0 or t == total - 1:
             try:
-                if not loop.check():
+                if not loop.check(raise_nonfinite=nonfinite == "raise"):
                     return None
             except _Rerun:
-                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar)
+                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar, nonfinite)
             if pbar is not None:
                 pbar.update(t + 1 - pbar.n)
 

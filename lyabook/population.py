@@ -326,9 +326,9 @@ class _System:
 @dataclass
 class PopulationSpectrum:
     """``exponents`` (P, k) float64 on the CPU: each network's spectrum averaged over the
-    input sequences (natural log, per step; NaN rows for networks left out or failed);
-    ``methods``: the orthonormalization each part of the computation ended on ("failed" for a
-    network whose computation stopped being finite)."""
+    input sequences (natural log, per step; NaN rows for networks left out or whose state
+    stopped being finite, -inf for exponents of an exactly singular Jacobian); ``methods``: the
+    orthonormalization each part of the computation ended on."""
 
     exponents: torch.Tensor
     methods: list
@@ -353,8 +353,9 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
             float32 a saturated tanh has derivative exactly 0 at |x| > 9 (float64: 19), so a
             trained network's Jacobian is singular and its smallest exponents are -inf.
 
-    A network whose state or R values stop being finite gets a NaN row and the method
-    "failed" (the computation is halved until the failure is isolated); the others go on.
+    A network whose state stops being finite gets NaN exponents; a Jacobian that is exactly
+    singular somewhere (a dead relu unit, a tanh saturated beyond rounding) gives -inf for the
+    exponents it kills and finite values for the others; the other networks are unaffected.
     """
     if not torch.is_tensor(inputs) or inputs.ndim != 3 or inputs.shape[-1] != pop.input_size:
         raise ValueError(f"inputs must be a tensor (B, T, {pop.input_size}), got "
@@ -374,18 +375,10 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
     was = pop.training
     pop.eval()
 
-    def compute(a, b):  # networks a..b-1; a part that fails is halved, so one bad network costs only its own row
+    def compute(a, b):  # networks a..b-1; one network's failure leaves the others' exponents unchanged
         part = _System(pop, {n: t[a:b].to(dtype) for n, t in tensors.items()}, convention)
         x = x_all.unsqueeze(0).expand(b - a, *x_all.shape).reshape((b - a) * B, *x_all.shape[1:])
-        try:
-            res = lyapunov_spectrum(part, None, inputs=x, warmup=warmup, method=method, k=k)
-        except FloatingPointError:
-            if b - a == 1:
-                methods.append("failed")  # its row stays NaN: the state or an R value stopped being finite
-                return
-            mid = (a + b) // 2
-            compute(a, mid), compute(mid, b)
-            return
+        res = lyapunov_spectrum(part, None, inputs=x, warmup=warmup, method=method, k=k, nonfinite="keep")
         out[a:b] = res.per_sample.reshape(b - a, B, -1).mean(1).cpu()
         methods.append(res.method)
 

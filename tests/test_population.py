@@ -195,5 +195,17 @@ def test_a_network_whose_spectrum_fails_gets_a_nan_row_and_the_others_their_own(
     with torch.no_grad():
         pop.cell_params.module__weight_hh_l0[1, 0, 0] = float("inf")
     spec = population_exponents(pop, x)
-    assert torch.isnan(spec.exponents[1]).all() and "failed" in spec.methods
+    assert torch.isnan(spec.exponents[1]).all()
     torch.testing.assert_close(spec.exponents[[0, 2]], every[[0, 2]], atol=0, rtol=0)
+
+
+def test_a_dead_relu_unit_gives_minus_infinity_where_it_kills_and_leaves_other_networks_alone():
+    pop = Population(rnn.RNN, 2, I, H, O, init_p=0.5, seed=0, nonlinearity="relu", bias=False).double()
+    x, _ = _data(T=8, B=2)
+    with torch.no_grad():
+        pop.cell_params.module__weight_ih_l0[0, 0, :] = 0.0  # row 0: no input
+        pop.cell_params.module__weight_hh_l0[0, 0, :] = -1.0  # and only inhibition: relu states are >= 0, so unit 0 of network 0 never fires
+    ex = population_exponents(pop, x.abs()).exponents
+    assert torch.isneginf(ex[0, -1]) and torch.isfinite(ex[0, 0]) and not torch.isnan(ex).any()
+    alone = population_exponents(pop.subset(range(1, 2)), x.abs()).exponents
+    torch.testing.assert_close(ex[1:], alone, atol=0, rtol=0)
