@@ -227,9 +227,10 @@ class Population(nn.Module):
         return vmap(one, in_dims=(0, *in_dims), randomness="different")(tensors, *args)
 
     # ------------------------------------------------------------ forward
-    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None):
+    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None, draws: dict | None = None):
         """inputs (B, T, I) shared by every network, or (P, B, T, I) one batch per network ->
-        (outputs (P, B, T, O), final state (P, B, state_dim))."""
+        (outputs (P, B, T, O), final state (P, B, state_dim)). ``draws``: `random_draws`'s
+        output to use in training mode (default: drawn now)."""
         P = self.n_networks
         if inputs.ndim == 3:
             dims = (None,)
@@ -241,31 +242,34 @@ class Population(nn.Module):
         if inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs have {inputs.shape[-1]} features, the population's input_size is {self.input_size}")
         args, in_dims = (inputs, state), dims + (None if state is None else 0,)
-        if self.training and hasattr(self._cell, "noise_draws_per_step"):  # NoisyRNN: each network's own draws
-            args, in_dims = args + (self._noise(inputs),), in_dims + (0,)
+        if self.training and draws is None:
+            draws = self.random_draws(inputs)
+        if self.training and draws.get("noise") is not None:  # NoisyRNN: each network's own draws
+            args, in_dims = args + (draws["noise"],), in_dims + (0,)
         hs, state = self._map("unroll", *args, in_dims=in_dims)
-        if self.training and bool((self.dropout > 0).any()):
-            hs = hs * self._dropout_masks(hs)
+        if self.training and draws.get("dropout") is not None:
+            hs = hs * draws["dropout"]
         out = torch.einsum("pbth,poh->pbto", hs, self.weight_out) + self.bias_out.view(P, 1, 1, -1)
         return out, state
 
-    def _noise(self, inputs):
-        """(P, T * draws per step, B, H) standard normal draws, network i's from its own generator."""
-        B, T = inputs.shape[-3], inputs.shape[-2]
-        gens = self.dropout_generators(inputs.device)
-        shape = (T * self._cell.noise_draws_per_step, B, self.hidden_size)
-        dtype = self.weight_out.dtype
-        return torch.stack([torch.randn(shape, generator=g, device=inputs.device, dtype=dtype) for g in gens])
-
-    def _dropout_masks(self, hs):
-        """Inverted-dropout masks (P, B, T, H), network i's drawn from its own generator (seed, i):
-        its draws do not depend on the other networks, so a shard trains as the whole population."""
-        gens = self.dropout_generators(hs.device)
-        masks = torch.ones_like(hs)
-        for i in torch.nonzero(self.dropout > 0).flatten().tolist():
-            keep = 1 - float(self.dropout[i])
-            masks[i] = (torch.rand(hs.shape[1:], generator=gens[i], device=hs.device, dtype=hs.dtype) < keep) / keep
-        return masks
+    def random_draws(self, inputs: torch.Tensor) -> dict:
+        """A training step's random numbers, network i's from its own generator (seed, i), so
+        that they do not depend on the other networks (a shard trains as the whole population):
+        "dropout": inverted-dropout masks (P, B, T, H) or None without dropout; "noise"
+        (NoisyRNN): standard normal draws (P, T * draws per step, B, H), else None."""
+        B, T, dev, dtype = inputs.shape[-3], inputs.shape[-2], inputs.device, self.weight_out.dtype
+        gens = self.dropout_generators(dev)
+        out = {"dropout": None, "noise": None}
+        if hasattr(self._cell, "noise_draws_per_step"):
+            shape = (T * self._cell.noise_draws_per_step, B, self.hidden_size)
+            out["noise"] = torch.stack([torch.randn(shape, generator=g, device=dev, dtype=dtype) for g in gens])
+        if bool((self.dropout > 0).any()):
+            masks = torch.ones(self.n_networks, B, T, self.hidden_size, device=dev, dtype=dtype)
+            for i in torch.nonzero(self.dropout > 0).flatten().tolist():
+                keep = 1 - float(self.dropout[i])
+                masks[i] = (torch.rand((B, T, self.hidden_size), generator=gens[i], device=dev, dtype=dtype) < keep) / keep
+            out["dropout"] = masks
+        return out
 
     def dropout_generators(self, device) -> list:
         """One random generator per network on ``device``, for its dropout masks and (NoisyRNN)
@@ -418,8 +422,19 @@ class PopulationAdam(torch.optim.Optimizer):
         P = params[0].shape[0]
         super().__init__(params, dict(lr=per_network(lr, P, "lr"), betas=betas, eps=eps))
 
+    def set_lr(self, lr) -> None:
+        """Set every network's learning rate (scalar or (P,)), in place where the step reads it
+        (so that a step captured in a CUDA graph sees the new values)."""
+        for group in self.param_groups:
+            group["lr"] = per_network(lr, len(group["lr"]), "lr")
+            for p in group["params"]:
+                if "lr" in self.state[p]:
+                    self.state[p]["lr"].copy_(group["lr"].view(-1, *([1] * (p.ndim - 1))))
+
     @torch.no_grad()
     def step(self, closure=None):
+        """One Adam step. Capturable in a CUDA graph: the step count, the learning rates and
+        the bias corrections live on the parameters' device."""
         loss = None if closure is None else closure()
         for group in self.param_groups:
             b1, b2 = group["betas"]
@@ -428,15 +443,15 @@ class PopulationAdam(torch.optim.Optimizer):
                     continue
                 st = self.state[p]
                 if not st:
-                    st["step"] = 0
+                    st["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
                     st["m"] = torch.zeros_like(p)
                     st["v"] = torch.zeros_like(p)
+                    st["lr"] = group["lr"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.ndim - 1)))
                 st["step"] += 1
                 t = st["step"]
                 st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
                 st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                lr = group["lr"].to(p).view(-1, *([1] * (p.ndim - 1)))
-                step_size = lr / (1 - b1**t)
+                step_size = st["lr"] / (1 - b1**t)
                 denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
                 p.sub_(step_size * st["m"] / denom)
         return loss

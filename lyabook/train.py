@@ -114,42 +114,145 @@ def _batch(model: Population, x, y, encode, per_network: bool):
     return x, (y if per_network else y.unsqueeze(0).expand(model.n_networks, *y.shape))
 
 
-def train_epoch(model: Population, opt: PopulationAdam, batches, task: str, encode=None) -> torch.Tensor:
+class _Graphed:
+    """A population's training step (forward, loss, backward, Adam) or evaluation (forward,
+    loss) captured as a CUDA graph per batch shape and replayed: a step launches hundreds of
+    small kernels (T steps of every cell operation, their backward, Adam on every parameter),
+    and launching them one by one from Python, not the arithmetic, is what takes the time.
+    The step's random numbers (dropout masks, NoisyRNN's noise) are drawn before each replay
+    from the networks' own generators into the graph's input buffers, so a replayed step is
+    the eager step (`tests/test_population.py` checks this on CUDA)."""
+
+    def __init__(self, model: Population, opt: PopulationAdam | None, task: str):
+        self.model, self.opt, self.task, self.graphs = model, opt, task, {}
+
+    def _body(self, g):
+        out, _ = self.model(g["x"], draws=g["draws"])
+        loss, acc = _loss(out, g["y"], self.task)
+        if self.opt is not None:
+            loss.sum().backward()
+            self.opt.step()
+        return loss.detach(), acc
+
+    def _capture(self, x, y):
+        model, opt = self.model, self.opt
+        g = {"x": x.clone(), "y": y.clone(), "draws": model.random_draws(x) if opt is not None else None}
+        saved = _snapshot(model, opt)
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # warm-up before capture, as CUDA graphs require; undone below
+            for _ in range(2):
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
+                self._body(g)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        _restore(model, opt, saved)
+        g["graph"] = torch.cuda.CUDAGraph()
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)  # the captured backward writes the gradients afresh on every replay
+        with torch.cuda.graph(g["graph"]):
+            g["loss"], g["acc"] = self._body(g)
+        return g
+
+    def __call__(self, x, y):
+        key = (tuple(x.shape), x.dtype, tuple(y.shape), self.model.training)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x, y)
+        g = self.graphs[key]
+        g["x"].copy_(x)
+        g["y"].copy_(y)
+        if g["draws"] is not None:
+            for k, v in self.model.random_draws(x).items():
+                if v is not None:
+                    g["draws"][k].copy_(v)
+        g["graph"].replay()
+        return g["loss"], g["acc"]
+
+
+def _snapshot(model, opt):
+    """Copies of what a warm-up step changes: weights, optimizer state, the networks' generators."""
+    state = {} if opt is None else {id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()
+                                     if opt.state[p]}
+    return ([p.detach().clone() for p in model.parameters()], state,
+            [g.get_state() for g in model.dropout_generators(model.weight_out.device)])
+
+
+@torch.no_grad()
+def _restore(model, opt, saved):
+    """Put back `_snapshot`'s copies in place (a captured graph keeps the tensors' addresses);
+    optimizer state created by the warm-up is reset to Adam's initial zeros."""
+    weights, state, gens = saved
+    for p, w in zip(model.parameters(), weights):
+        p.copy_(w)
+    if opt is not None:
+        for p in model.parameters():
+            for k, v in opt.state[p].items():
+                if id(p) in state:
+                    v.copy_(state[id(p)][k])
+                elif k != "lr":
+                    v.zero_()
+    for g, st in zip(model.dropout_generators(model.weight_out.device), gens):
+        g.set_state(st)
+
+
+def _graphed(owner, model, opt, task) -> _Graphed:
+    """The graphs of this model (and optimizer) and task, kept on ``owner`` across epochs."""
+    g = getattr(owner, "_lyabook_graphs", None)
+    if g is None or g.model is not model or g.opt is not opt or g.task != task:
+        g = _Graphed(model, opt, task)
+        object.__setattr__(owner, "_lyabook_graphs", g)
+    return g
+
+
+def _use_graphs(model: Population, cuda_graph: bool | None) -> bool:
+    if cuda_graph not in (None, True, False):
+        raise ValueError(f"cuda_graph must be None, True or False, got {cuda_graph!r}")
+    return model.weight_out.is_cuda and cuda_graph is not False
+
+
+def train_epoch(model: Population, opt: PopulationAdam, batches, task: str, encode=None,
+                cuda_graph: bool | None = None) -> torch.Tensor:
     """One pass over ``batches`` (lists of (x, y), shared by every network or, for
-    ``batches.per_network``, one batch per network): returns the mean training loss (P,) float64."""
+    ``batches.per_network``, one batch per network): returns the mean training loss (P,) float64.
+    ``cuda_graph``: replay each step as a CUDA graph (`_Graphed`; default: on CUDA)."""
     encode = encode or (lambda x: x)
     per = bool(getattr(batches, "per_network", False))
     model.train()
+    graphed = _graphed(opt, model, opt, task) if _use_graphs(model, cuda_graph) else None
     total = torch.zeros(model.n_networks, dtype=torch.float64, device=model.weight_out.device)  # no sync per batch
     for x, y in batches:
         xin, yin = _batch(model, x, y, encode, per)
-        opt.zero_grad(set_to_none=True)
-        out, _ = model(xin)
-        loss, _ = _loss(out, yin, task)
-        loss.sum().backward()  # networks are independent: the sum's gradient is each network's own
-        opt.step()
+        if graphed is not None:
+            loss, _ = graphed(xin, yin)
+        else:
+            opt.zero_grad(set_to_none=True)
+            out, _ = model(xin)
+            loss, _ = _loss(out, yin, task)
+            loss.sum().backward()  # networks are independent: the sum's gradient is each network's own
+            opt.step()
         total += loss.detach().double()
     return (total / max(len(batches), 1)).cpu()
 
 
-def evaluate(model: Population, batches, task: str, encode=None):
+def evaluate(model: Population, batches, task: str, encode=None, cuda_graph: bool | None = None):
     """Mean loss (P,) and accuracy (P,) (None for regression) over ``batches``, in eval mode."""
     encode = encode or (lambda x: x)
     per = bool(getattr(batches, "per_network", False))
     was = model.training
     model.eval()
-    P = model.n_networks
-    tot, acc = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64)
+    graphed = _graphed(model, model, None, task) if _use_graphs(model, cuda_graph) else None
+    P, dev = model.n_networks, model.weight_out.device
+    tot, acc = torch.zeros(P, dtype=torch.float64, device=dev), torch.zeros(P, dtype=torch.float64, device=dev)
     with torch.no_grad():
         for x, y in batches:
             xin, yin = _batch(model, x, y, encode, per)
-            loss, a = _loss(model(xin)[0], yin, task)
-            tot += loss.double().cpu()
+            loss, a = graphed(xin, yin) if graphed is not None else _loss(model(xin)[0], yin, task)
+            tot += loss.double()
             if a is not None:
-                acc += a.double().cpu()
+                acc += a.double()
     model.train(was)
     n = max(len(batches), 1)
-    return tot / n, (acc / n if task == "classification" else None)
+    return (tot / n).cpu(), ((acc / n).cpu() if task == "classification" else None)
 
 
 def finite_networks(model: Population, loss: torch.Tensor) -> torch.Tensor:
@@ -379,7 +482,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         done = done[: state["epoch"] + 1]  # killed between an epoch's record and its checkpoint: redo that epoch
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        opt.param_groups[0]["lr"] = state["lr"]
+        opt.set_lr(state["lr"])
         _set_rng_state(model, dev, state)
     methods = {conv: spectrum_method for conv in spectrum_conventions}
     for conv in spectrum_conventions:  # a resumed run remembers where CholeskyQR3 broke down
@@ -396,7 +499,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         if e > 0:
             train_loss = train_epoch(model, opt, train_batches, task, encode).tolist()
             if e > decay_after:
-                opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * lr_decay
+                opt.set_lr(opt.param_groups[0]["lr"] * lr_decay)
         t_train = time.perf_counter() - t0  # train_epoch ends with a copy to the CPU: the device is done
         valid_loss, valid_acc = evaluate(model, valid_batches, task, encode)
         finite = finite_networks(model, valid_loss)  # nothing couples the networks: the others go on

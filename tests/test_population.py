@@ -209,3 +209,31 @@ def test_a_dead_relu_unit_gives_minus_infinity_where_it_kills_and_leaves_other_n
     assert torch.isneginf(ex[0, -1]) and torch.isfinite(ex[0, 0]) and not torch.isnan(ex).any()
     alone = population_exponents(pop.subset(range(1, 2)), x.abs()).exponents
     torch.testing.assert_close(ex[1:], alone, atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["GRU", "NoisyRNN", "LSTM"])
+def test_a_cuda_graph_epoch_equals_the_eager_epoch(name):
+    """Training and evaluation replayed as CUDA graphs give the eager numbers (dropout and
+    NoisyRNN's noise included), across batch shapes and epochs."""
+    from lyabook.train import evaluate, train_epoch
+
+    kw = dict(_kwargs(name), sigma_add=0.05) if name == "NoisyRNN" else _kwargs(name)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(b, 6, I, generator=g, dtype=torch.float64), torch.randint(0, O, (b,), generator=g))
+               for b in (5, 5, 3)]
+    runs = []
+    for graph in (False, True):
+        pop = Population(rnn.CELLS[name], P, I, H, O, init_p=[0.3, 0.6, 1.0], dropout=[0.0, 0.2, 0.4], seed=1,
+                         **kw).double().cuda()
+        opt = PopulationAdam(pop.parameters(), lr=[0.01, 0.02, 0.05])
+        losses = []
+        for epoch in range(2):
+            losses.append(train_epoch(pop, opt, batches, "classification", cuda_graph=graph))
+            opt.set_lr(opt.param_groups[0]["lr"] * 0.5)
+        losses.append(evaluate(pop, batches, "classification", cuda_graph=graph)[0])
+        runs.append((losses, [p.detach().cpu() for p in pop.parameters()]))
+    for a, b in zip(*[r[0] for r in runs]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    for a, b in zip(*[r[1] for r in runs]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
