@@ -26,7 +26,7 @@ import torch
 from lyabook import rnn
 from lyabook.population import Population, PopulationAdam, population_exponents
 from lyabook.results import provenance, resolve_device
-from lyabook.train import _loss
+from lyabook.train import _graphed, _loss, _use_graphs
 
 PEER_S_PER_NETWORK = 87.0  # 64-unit GRU, 10 epochs and one spectrum, H100 (issue 10)
 TRAIN_BATCHES, EVAL_BATCHES = 469, 79
@@ -64,7 +64,15 @@ def measure(name, P, hidden, inputs, targets, dev, steps, onehot=None):
     x = torch.nn.functional.one_hot(inputs, onehot).float() if onehot else inputs
     y = targets.unsqueeze(0).expand(P, *targets.shape)
 
+    # the steps train_epoch and evaluate take: replayed CUDA graphs on a GPU, eager on a CPU
+    use = _use_graphs(pop, None)
+    graphed_train = _graphed(opt, pop, opt, "classification") if use else None
+    graphed_eval = _graphed(pop, pop, None, "classification") if use else None
+
     def train_step():
+        pop.train()
+        if graphed_train is not None:
+            return graphed_train(x, y)
         opt.zero_grad(set_to_none=True)
         out, _ = pop(x)
         _loss(out, y, "classification")[0].sum().backward()
@@ -73,7 +81,10 @@ def measure(name, P, hidden, inputs, targets, dev, steps, onehot=None):
     def eval_step():
         with torch.no_grad():
             pop.eval()
-            _loss(pop(x)[0], y, "classification")
+            if graphed_eval is not None:
+                graphed_eval(x, y)
+            else:
+                _loss(pop(x)[0], y, "classification")
             pop.train()
 
     t_train = _median_time(train_step, dev, 3, steps)

@@ -136,8 +136,8 @@ class _Graphed:
 
     def _capture(self, x, y):
         model, opt = self.model, self.opt
+        saved = _snapshot(model, opt)  # before anything draws from the networks' generators
         g = {"x": x.clone(), "y": y.clone(), "draws": model.random_draws(x) if opt is not None else None}
-        saved = _snapshot(model, opt)
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):  # warm-up before capture, as CUDA graphs require; undone below
