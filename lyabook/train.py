@@ -119,15 +119,15 @@ class _Graphed:
     loss) captured as a CUDA graph per batch shape and replayed: a step launches hundreds of
     small kernels (T steps of every cell operation, their backward, Adam on every parameter),
     and launching them one by one from Python, not the arithmetic, is what takes the time.
-    The step's random numbers (dropout masks, NoisyRNN's noise) are drawn before each replay
-    from the networks' own generators into the graph's input buffers, so a replayed step is
-    the eager step (`tests/test_population.py` checks this on CUDA)."""
+    The step's random numbers (dropout masks, NoisyRNN's noise) are hashes of the networks'
+    ids and a counter on the device (`Population.random_draws`), computed inside the graph, so
+    a replayed step is the eager step (`tests/test_population.py` checks this on CUDA)."""
 
     def __init__(self, model: Population, opt: PopulationAdam | None, task: str):
         self.model, self.opt, self.task, self.graphs = model, opt, task, {}
 
     def _body(self, g):
-        out, _ = self.model(g["x"], draws=g["draws"])
+        out, _ = self.model(g["x"])
         loss, acc = _loss(out, g["y"], self.task)
         if self.opt is not None:
             loss.sum().backward()
@@ -137,7 +137,7 @@ class _Graphed:
     def _capture(self, x, y):
         model, opt = self.model, self.opt
         saved = _snapshot(model, opt)  # before anything draws from the networks' generators
-        g = {"x": x.clone(), "y": y.clone(), "draws": model.random_draws(x) if opt is not None else None}
+        g = {"x": x.clone(), "y": y.clone()}
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):  # warm-up before capture, as CUDA graphs require; undone below
@@ -161,27 +161,22 @@ class _Graphed:
         g = self.graphs[key]
         g["x"].copy_(x)
         g["y"].copy_(y)
-        if g["draws"] is not None:
-            for k, v in self.model.random_draws(x).items():
-                if v is not None:
-                    g["draws"][k].copy_(v)
         g["graph"].replay()
         return g["loss"], g["acc"]
 
 
 def _snapshot(model, opt):
-    """Copies of what a warm-up step changes: weights, optimizer state, the networks' generators."""
+    """Copies of what a warm-up step changes: weights, optimizer state, the draw counter."""
     state = {} if opt is None else {id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()
                                      if opt.state[p]}
-    return ([p.detach().clone() for p in model.parameters()], state,
-            [g.get_state() for g in model.dropout_generators(model.weight_out.device)])
+    return [p.detach().clone() for p in model.parameters()], state, model.draw_count.clone()
 
 
 @torch.no_grad()
 def _restore(model, opt, saved):
     """Put back `_snapshot`'s copies in place (a captured graph keeps the tensors' addresses);
     optimizer state created by the warm-up is reset to Adam's initial zeros."""
-    weights, state, gens = saved
+    weights, state, count = saved
     for p, w in zip(model.parameters(), weights):
         p.copy_(w)
     if opt is not None:
@@ -191,8 +186,7 @@ def _restore(model, opt, saved):
                     v.copy_(state[id(p)][k])
                 elif k != "lr":
                     v.zero_()
-    for g, st in zip(model.dropout_generators(model.weight_out.device), gens):
-        g.set_state(st)
+    model.draw_count.copy_(count)
 
 
 def _graphed(owner, model, opt, task) -> _Graphed:
@@ -292,9 +286,10 @@ def epoch_spectra(model: Population, inputs: torch.Tensor, warmup: int, conventi
 
 # ------------------------------------------------------------------ records
 def _rng_state(model: Population, dev) -> dict:
-    """The random streams training draws from: the global ones and each network's dropout stream,
-    saved with every checkpoint so that a resumed run draws what an uninterrupted one would."""
-    out = {"rng_cpu": torch.get_rng_state(), "rng_networks": [g.get_state() for g in model.dropout_generators(dev)]}
+    """The random streams training draws from: the global ones (the model's own draw counter is
+    in its state dict), saved with every checkpoint so that a resumed run draws what an
+    uninterrupted one would."""
+    out = {"rng_cpu": torch.get_rng_state()}
     if dev.type == "cuda":
         out["rng_cuda"] = torch.cuda.get_rng_state(dev)
     return out
@@ -304,8 +299,6 @@ def _set_rng_state(model: Population, dev, state: dict) -> None:
     torch.set_rng_state(state["rng_cpu"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng_cuda"])
-    for g, s in zip(model.dropout_generators(dev), state["rng_networks"]):
-        g.set_state(s)
 
 
 class RunRecords:
@@ -352,7 +345,7 @@ class RunRecords:
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
             raise RuntimeError(f"{path}: not a lyabook checkpoint that loads as data ({type(err).__name__}: "
                                f"{str(err).splitlines()[0] if str(err) else ''}); delete it and the records after it") from None
-        keys = {"epoch", "model", "optimizer", "lr", "rng_cpu", "rng_networks"}
+        keys = {"epoch", "model", "optimizer", "lr", "rng_cpu"}
         if not isinstance(state, dict) or not keys <= set(state):
             raise RuntimeError(f"{path}: not a lyabook checkpoint of this trainer (keys {sorted(keys)} expected); "
                                "delete the folder to restart")

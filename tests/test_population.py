@@ -237,3 +237,23 @@ def test_a_cuda_graph_epoch_equals_the_eager_epoch(name):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     for a, b in zip(*[r[1] for r in runs]):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_random_draws_have_the_asked_statistics_and_differ_between_networks_and_steps():
+    pop = Population(rnn.NoisyRNN, 3, I, 16, O, dropout=[0.0, 0.25, 0.5], seed=2)
+    x = torch.zeros(64, 20, I)
+    first = pop.random_draws(x)
+    second = pop.random_draws(x)
+    assert int(pop.draw_count) == 2
+    masks, noise = first["dropout"], first["noise"]
+    assert masks.shape == (3, 64, 20, 16) and noise.shape == (3, 40, 64, 16)
+    for i, rate in enumerate([0.0, 0.25, 0.5]):
+        assert abs(float((masks[i] == 0).float().mean()) - rate) < 0.01
+        assert torch.allclose(masks[i][masks[i] > 0], torch.tensor(1 / (1 - rate)))
+    assert abs(float(noise.mean())) < 0.01 and abs(float(noise.std()) - 1) < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([noise[0].flatten(), noise[1].flatten()]))[0, 1])) < 0.01
+    assert not torch.equal(first["noise"], second["noise"]) and not torch.equal(first["dropout"], second["dropout"])
+    # network 1's draws do not depend on the population it is in
+    alone = pop.subset(range(1, 2))
+    alone.draw_count.zero_()
+    torch.testing.assert_close(alone.random_draws(x)["noise"][0], first["noise"][1], atol=0, rtol=0)
