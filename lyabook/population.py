@@ -170,6 +170,7 @@ class Population(nn.Module):
         # the random draws' state (random_draws): each network's id and the number of draws so far
         self.register_buffer("network_ids", (seed * 1_000_003 + torch.arange(P, dtype=torch.int64)) % 2**31)
         self.register_buffer("draw_count", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("dropout_keep", 1 - self.dropout, persistent=False)
         # the code the networks share, with no data (on "meta"); kept out of the module tree so that
         # its placeholder parameters are never trained, moved or saved
         object.__setattr__(self, "_cell", networks[0].cell.to("meta"))
@@ -229,6 +230,7 @@ class Population(nn.Module):
         sub.bias_out = nn.Parameter(self.bias_out.detach()[a:b].clone())
         sub.register_buffer("network_ids", self.network_ids[a:b].clone())
         sub.register_buffer("draw_count", self.draw_count.clone())
+        sub.register_buffer("dropout_keep", self.dropout_keep[a:b].clone(), persistent=False)
         return sub.train(self.training)
 
     def cell_tensors(self) -> dict:
@@ -295,7 +297,7 @@ class Population(nn.Module):
             # Box-Muller; u1 in (0, 1]: log is finite
             out["noise"] = (torch.sqrt(-2 * torch.log1p(-u1)) * torch.cos(2 * math.pi * u2)).to(dtype)
         if bool((self.dropout > 0).any()):
-            keep = (1 - self.dropout).to(device=inputs.device, dtype=dtype).view(-1, 1, 1, 1)
+            keep = self.dropout_keep.to(dtype).view(-1, 1, 1, 1)  # on the device: no copy inside a CUDA graph
             out["dropout"] = (self._uniform((B, T, self.hidden_size), 3) < keep).to(dtype) / keep
         self.draw_count += 1
         return out
