@@ -595,12 +595,14 @@ def main(argv=None) -> int:
     w.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<i>")
     w.add_argument("--data-dir", default=None, help="data folder (default: $LYABOOK_DATA_DIR or ~/.cache/lyabook)")
     w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: the profile's)")
     la = sub.add_parser("launch", help="run a sweep as one shard per visible GPU")
     la.add_argument("name")
     la.add_argument("--out", default="out/sweeps")
     la.add_argument("--profile", default="full", choices=PROFILES)
     la.add_argument("--gpus", type=int, default=None, help="number of shards (default: every visible GPU)")
     la.add_argument("--data-dir", default=None)
+    la.add_argument("--epochs", type=int, default=None)
     b = sub.add_parser("build", help="build the book (warnings are errors; a source checkout only)")
     b.add_argument("--executed", default=None, help="folder of executed notebooks to build from")
     b.add_argument("--out", default="out/book", help="output folder")
@@ -618,9 +620,9 @@ def main(argv=None) -> int:
             from . import sweeps
 
             if args.command == "launch":
-                return sweeps.launch(args.name, args.out, args.profile, args.gpus, args.data_dir)
+                return sweeps.launch(args.name, args.out, args.profile, args.gpus, args.data_dir, args.epochs)
             done = sweeps.run_shard(args.name, args.out, sweeps.parse_shard(args.shard), args.profile, args.device,
-                                    args.data_dir, progress=not args.quiet)
+                                    args.data_dir, progress=not args.quiet, epochs=args.epochs)
             for job, recs in done.items():
                 print(f"{job}: epochs 0-{len(recs) - 1} recorded in {Path(args.out) / job}")
             return 0

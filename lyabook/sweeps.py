@@ -146,9 +146,12 @@ def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[i
 
 
 def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: str = "auto", data_dir=None,
-              progress: bool = True) -> dict:
+              progress: bool = True, epochs: int | None = None) -> dict:
     """Train shard ``(i, n)`` of sweep ``name`` into ``out_dir`` (each job in its own folder,
-    `train_population`'s records); returns {job name: records of this shard}."""
+    `train_population`'s records); returns {job name: records of this shard}. ``epochs``: stop
+    after this many (default: the profile's); the number of epochs is not part of a run's
+    identity, so a shorter run's records are the first epochs of the full one and a later call
+    with more epochs continues them."""
     from .results import resolve_device
     from .train import train_population
 
@@ -156,12 +159,15 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
     done = {}
     for job, part in plan(jobs(name, profile, data_dir, dev), shard):
         pop, train, valid, kwargs = job.build()
+        if epochs is not None:
+            kwargs["epochs"] = epochs
         done[job.name] = train_population(pop, train, valid, out_dir=Path(out_dir) / job.name, shard=part,
                                           progress=progress, **kwargs)
     return done
 
 
-def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, data_dir=None) -> int:
+def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, data_dir=None,
+           epochs: int | None = None) -> int:
     """Run sweep ``name`` as one ``lyabook sweep --shard i/n`` process per GPU (n = ``gpus``, default
     every visible GPU; each sees only its own through CUDA_VISIBLE_DEVICES); returns the worst
     exit status. Shards whose networks split a job merge their records when the last finishes."""
@@ -176,6 +182,8 @@ def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, d
                "--profile", profile, "--device", "cuda", "--quiet"]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]
+        if epochs is not None:
+            cmd += ["--epochs", str(epochs)]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]}
         procs.append(subprocess.Popen(cmd, env=env))
     return max(p.wait() for p in procs)
