@@ -125,6 +125,8 @@ class RecurrentCell(nn.Module):
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """One time step of all layers: x (B, state_dim), u (B, input_size) -> (B, state_dim)."""
         self._check(x, u)
+        if self.num_layers == 1:  # no concatenation: a copy per step (and its backward) in training
+            return self._layer(0, x, u, jac=False)
         n, H = self.layer_dim, self.hidden_size
         out, inp = [], u
         for l in range(self.num_layers):
