@@ -76,7 +76,7 @@ class ForceTest:
     """A free-running test rollout (`ForcePopulation.test`).
 
     Attributes:
-        mae: (P,) mean |z - f| over the rollout, f restarted at t = 0 (NaN for a diverged network).
+        mae: (P,) mean absolute error ``|z - f|`` over the rollout, f restarted at t = 0 (NaN for a diverged network).
         finite: (P,) bool, the network's state, output, w_o and RLS matrix stayed finite.
         states: (P, keep, N) the rollout's first ``keep`` states; ``states[:, j]`` is the state
             after j steps (j = 0: the training state the rollout started from).
@@ -92,7 +92,7 @@ class ForceHistory:
     """Per-epoch record of `fit`; all tensors on the CPU, E epochs, P networks.
 
     Attributes:
-        train_mae: (E, P) mean |z - f| over each training epoch (pre-update outputs).
+        train_mae: (E, P) mean absolute error ``|z - f|`` over each training epoch (pre-update outputs).
         val_mae: (E, P) validation MAE of the test rollout after each epoch (the chapter's loss).
         finite: (E, P) bool, `ForceTest.finite` after each epoch.
         w_o: (E, P, N) the read-out after each epoch (what `ForcePopulation.closed_loop` needs).
@@ -231,7 +231,7 @@ class ForcePopulation:
         return self._train_step(self.target([self.t])[:, 0])
 
     def train_epoch(self, n_steps: int = 1200) -> torch.Tensor:
-        """``n_steps`` training steps from where training stopped (no reset) -> (P,) mean |z - f|."""
+        """``n_steps`` training steps from where training stopped (no reset) -> (P,) mean absolute error ``|z - f|``."""
         n_steps = _as_int("n_steps", n_steps, 1)
         f = self.target(range(self.t, self.t + n_steps)).T.contiguous()  # (T, P): one row per step
         err = torch.zeros_like(self.z)
@@ -262,7 +262,7 @@ class ForcePopulation:
 
     @property
     def finite(self) -> torch.Tensor:
-        """(P,) bool: the network's state, output, w_o and RLS matrix are all finite."""
+        """Whether each network's state, output, w_o and RLS matrix are all finite, (P,) bool."""
         ok = torch.isfinite(self.x).all(-1) & torch.isfinite(self.z) & torch.isfinite(self.w_o).all(-1)
         return ok & torch.isfinite(self.rls).flatten(1).all(1)
 
@@ -303,7 +303,7 @@ class ForceMap:
 
     @property
     def finite(self) -> torch.Tensor:
-        """(P,) bool: the network's W is finite."""
+        """Whether each network's W is finite, (P,) bool."""
         return torch.isfinite(self.W).flatten(1).all(1)
 
     def networks(self, index) -> "ForceMap":

@@ -100,6 +100,7 @@ class Network(nn.Module):
         self.cell, self.readout, self.dropout = cell, readout, float(dropout)
 
     def forward(self, inputs, state=None):
+        """inputs (B, T, I) -> (outputs (B, T, O), final state (B, state_dim))."""
         hs, state = self.cell(inputs, state)
         return self.readout(nn.functional.dropout(hs, self.dropout, self.training)), state
 
@@ -386,7 +387,7 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
             frame buffer (networks x B x d x d) within 2 GiB (CholeskyQR3 holds several).
         method, k: as in `lyapunov_spectrum`.
         dtype: the spectrum's precision, float64 by default whatever the population's: in
-            float32 a saturated tanh has derivative exactly 0 at |x| > 9 (float64: 19), so a
+            float32 a saturated tanh has derivative exactly 0 at ``|x| > 9`` (float64: 19), so a
             trained network's Jacobian is singular and its smallest exponents are -inf.
 
     A network whose state stops being finite gets NaN exponents; a Jacobian that is exactly
