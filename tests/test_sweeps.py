@@ -54,3 +54,19 @@ def test_bad_sweep_arguments_are_one_line_errors(capsys):
     assert "unknown sweep 'nosuch'" in capsys.readouterr().err
     assert cli.main(["sweep", "smnist", "--shard", "3/2", "--profile", "smoke", "--device", "cpu"]) == 2
     assert "shard must be i/n" in capsys.readouterr().err
+
+
+def test_sharded_charrnn_sweep_with_per_network_subsets_merges_into_the_unsharded_records(tmp_path, monkeypatch):
+    """Task B: every network its own 20 % of the batches; 4 shards of 2 populations (each split
+    in two) give the unsharded records."""
+    from lyabook import data
+
+    monkeypatch.setattr(data, "load_war_and_peace", lambda root=None, download=True: data.fallback_text())
+    args = ["--profile", "smoke", "--device", "cpu", "--quiet"]
+    assert cli.main(["sweep", "charrnn", "--out", str(tmp_path / "whole"), *args]) == 0
+    for i in (2, 0, 3, 1):
+        assert cli.main(["sweep", "charrnn", "--shard", f"{i}/4", "--out", str(tmp_path / "sharded"), *args]) == 0
+    whole, sharded = _records(tmp_path / "whole"), _records(tmp_path / "sharded")
+    assert len(whole) == 2 * 2 and whole == sharded
+    doc = json.loads(next((tmp_path / "whole").glob("charrnn-4/*/epoch_000.json")).read_text())
+    assert doc["provenance"]["run_settings"]["train"]["per_network"] is True
