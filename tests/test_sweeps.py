@@ -70,3 +70,24 @@ def test_sharded_charrnn_sweep_with_per_network_subsets_merges_into_the_unsharde
     assert len(whole) == 2 * 2 and whole == sharded
     doc = json.loads(next((tmp_path / "whole").glob("charrnn-4/*/epoch_000.json")).read_text())
     assert doc["provenance"]["run_settings"]["train"]["per_network"] is True
+
+
+def test_launch_starts_one_shard_per_gpu_each_seeing_only_its_own(monkeypatch):
+    started = []
+
+    class FakeProcess:
+        def __init__(self, cmd, env):
+            started.append((cmd, env["CUDA_VISIBLE_DEVICES"]))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(sweeps.subprocess, "Popen", FakeProcess)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5,7")
+    assert sweeps.launch("smnist", "runs", gpus=3, epochs=2) == 0
+    assert [gpu for _, gpu in started] == ["2", "5", "7"]
+    for i, (cmd, _) in enumerate(started):
+        assert cmd[cmd.index("--shard") + 1] == f"{i}/3" and cmd[cmd.index("--device") + 1] == "cuda"
+        assert cmd[cmd.index("--epochs") + 1] == "2" and cmd[cmd.index("--out") + 1] == "runs"
+    with pytest.raises(ValueError, match="GPU"):
+        sweeps.launch("smnist", "runs", gpus=0)
