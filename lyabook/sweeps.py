@@ -206,11 +206,17 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
     identity, so a shorter run's records are the first epochs of the full one and a later call
     with more epochs continues them."""
     from .results import resolve_device
-    from .train import train_population
+    from .train import check_run, train_population
 
     dev = resolve_device(device)
+    units = plan(jobs(name, profile, data_dir, dev), shard)
+    for job, part in units:  # every job of the shard checked before any trains (a missing checkpoint, say)
+        pop, train, valid, kwargs = job.build()
+        check_run(pop, train, valid, out_dir=Path(out_dir) / job.name, shard=part,
+                  **{**kwargs, "epochs": epochs if epochs is not None else kwargs["epochs"]})
+        del pop
     done = {}
-    for job, part in plan(jobs(name, profile, data_dir, dev), shard):
+    for job, part in units:
         pop, train, valid, kwargs = job.build()
         if epochs is not None:
             kwargs["epochs"] = epochs

@@ -17,7 +17,7 @@ import torch
 from .population import Population, PopulationAdam, per_network, population_exponents, shard_range
 from .rnn import LSTM
 
-__all__ = ["PopulationLSTM", "train_population", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
+__all__ = ["PopulationLSTM", "train_population", "check_run", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
            "RunRecords", "merge_shards", "run_settings", "run_hash", "config_hash", "TRAINER_VERSION"]
 
 
@@ -412,6 +412,31 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
 
 
 # ------------------------------------------------------------------ the loop
+def _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after, spectrum_inputs,
+                spectrum_warmup, spectrum_conventions, shard):
+    """(run_settings, hash, the population's folder, the RunRecords this call writes)."""
+    settings = run_settings(model, train_batches, valid_batches, spectrum_inputs, spectrum_warmup, spectrum_conventions, task)
+    h = run_hash(config, settings, lr_decay, decay_after)
+    run_dir = Path(out_dir) / h
+    return settings, h, run_dir, RunRecords(run_dir if shard is None else _shard_dir(run_dir, shard))
+
+
+def check_run(model: Population, train_batches, valid_batches, *, epochs: int, config: dict, out_dir,
+              task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
+              spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0, spectrum_conventions=("full",),
+              shard: tuple[int, int] | None = None, **_ignored) -> int:
+    """Check, before any long work, that `train_population` with these arguments can run: returns
+    how many epochs its records already hold, or raises the one-line error of a run whose
+    records stop short of ``epochs`` without the checkpoint to continue from (a fresh clone).
+    Takes `train_population`'s arguments (those that do not change the folder are ignored), so
+    that a caller training several populations checks them all first."""
+    *_, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after,
+                              spectrum_inputs, spectrum_warmup, spectrum_conventions, shard)
+    n = len(records.epochs(epochs))
+    records.check_resumable(n, epochs)
+    return n
+
+
 def train_population(model: Population, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
@@ -451,17 +476,13 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     from .progress import bar as progress_bar  # on the terminal, never in a notebook's outputs
 
     lrs = per_network(lr, model.n_networks, "lr")
-    settings = run_settings(model, train_batches, valid_batches, spectrum_inputs, spectrum_warmup, spectrum_conventions, task)
-    h = run_hash(config, settings, lr_decay, decay_after)
-    run_dir = Path(out_dir) / h
+    settings, h, run_dir, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay,
+                                                decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions, shard)
     if shard is not None:
         ids = shard_range(model.n_networks, shard)
         model, lrs = model.subset(ids), lrs[ids.start : ids.stop]
         train_batches, valid_batches = (b.select(ids) if getattr(b, "per_network", False) else b
                                         for b in (train_batches, valid_batches))
-        records = RunRecords(_shard_dir(run_dir, shard))
-    else:
-        records = RunRecords(run_dir)
     done = records.epochs(epochs)
     if len(done) > epochs:
         if shard is not None:

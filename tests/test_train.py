@@ -300,3 +300,18 @@ def test_shards_merge_into_exactly_the_unsharded_run(tmp_path, per_network):
             assert a[key] == b[key], key
         for key in ("exponents", "exponents_h_block"):
             assert (a[key] == b[key]).all(), key
+
+
+def test_check_run_says_before_any_work_that_a_run_cannot_continue(tmp_path):
+    """A caller with several populations checks them all first: records without their checkpoint
+    (a fresh clone) are one clear error before the first population trains."""
+    from lyabook.train import check_run, train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-check"}, encode=onehot, out_dir=tmp_path)
+    assert check_run(model, batches[:2], batches[2:], epochs=2, **kw) == 0
+    train_population(model, batches[:2], batches[2:], epochs=1, progress=False, **kw)
+    assert check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=1, **kw) == 2
+    next(tmp_path.iterdir()).joinpath("state.pt").unlink()
+    with pytest.raises(RuntimeError, match=r"state\.pt .* is missing.*at most 1 epochs"):
+        check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=3, **kw)
