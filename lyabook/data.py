@@ -419,9 +419,16 @@ def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: 
     * ``order="permuted"``: (N, 784, 1), one pixel per step in a fixed order drawn from
       ``permutation_seed`` (the permuted pixel-wise task of Chapter 4).
     """
+    from .lyapunov import _as_int
+
     if not torch.is_tensor(images) or images.ndim != 3:
         raise ValueError(f"images must be a tensor (N, height, width), got "
                          f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+    if images.dtype != torch.uint8:  # float images already in [0, 1] would be divided by 255 again
+        raise TypeError(f"images must be uint8 (pixel values 0-255, as load_mnist returns them), got {images.dtype}")
+    if len(images) < 1:
+        raise ValueError(f"images must hold at least one image, got {tuple(images.shape)}")
+    permutation_seed = _as_int("permutation_seed", permutation_seed, 0)
     x = images.to(torch.float32) / 255.0
     if order == "row":
         return x
@@ -435,7 +442,19 @@ def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle_seed: int | None = None, drop_last: bool = False):
     """List of (x, y) batches of ``batch_size`` along dim 0, in a fixed order (shuffled once by
     ``shuffle_seed`` if given: the same order every epoch, so a record's identity covers it)."""
-    _positive("batch_size", batch_size)
+    from .lyapunov import _as_int
+
+    batch_size = _as_int("batch_size", batch_size, 1)
+    for name, t in (("x", x), ("y", y)):
+        if not torch.is_tensor(t) or t.ndim < 1:
+            raise TypeError(f"{name} must be a tensor with the items along dim 0, got "
+                            f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} holds NaN or inf values")
+    if shuffle_seed is not None:
+        shuffle_seed = _as_int("shuffle_seed", shuffle_seed, 0)
+    if not isinstance(drop_last, bool):
+        raise TypeError(f"drop_last must be True or False, got {drop_last!r}")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} items but y has {len(y)}")
     idx = torch.arange(len(x)) if shuffle_seed is None else torch.randperm(len(x), generator=torch.Generator().manual_seed(shuffle_seed))
@@ -460,11 +479,26 @@ class NetworkBatches:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, n_networks: int, fraction: float, seed: int = 0,
                  first_network: int = 0):
-        _positive("n_networks", n_networks)
+        import numbers
+
+        from .lyapunov import _as_int
+
+        n_networks = _as_int("n_networks", n_networks, 1)
+        seed, first_network = _as_int("seed", seed, 0), _as_int("first_network", first_network, 0)
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+            raise TypeError(f"fraction must be a number in (0, 1], got {type(fraction).__name__} {fraction!r}")
         if not 0 < float(fraction) <= 1:
             raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+        for name, t in (("x", x), ("y", y)):
+            if not torch.is_tensor(t) or t.ndim < 2:
+                raise TypeError(f"{name} must be a tensor of stacked batches (n_batches, B, ...), got "
+                                f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} holds NaN or inf values")
         if len(x) != len(y) or len(x) < 1:
             raise ValueError(f"x and y must hold the same number (>= 1) of batches, got {len(x)} and {len(y)}")
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(f"x and y must have the same batch size (dim 1), got {tuple(x.shape)} and {tuple(y.shape)}")
         self.x, self.y, self.fraction, self.seed = x, y, float(fraction), seed
         k = max(1, round(self.fraction * len(x)))
         self.index = torch.stack([
@@ -475,13 +509,20 @@ class NetworkBatches:
         return self.index.shape[1]
 
     def __getitem__(self, k: int):
+        if isinstance(k, bool) or not hasattr(k, "__index__"):
+            raise TypeError(f"batch index must be an integer, got {type(k).__name__} {k!r}")
+        k = k.__index__()
         if not -len(self) <= k < len(self):
-            raise IndexError(k)
+            raise IndexError(f"batch {k} of {len(self)} (each network's subset has {len(self)} batches)")
         j = self.index[:, k]
         return self.x[j], self.y[j]
 
     def select(self, networks: range) -> "NetworkBatches":
         """The batches of networks ``networks`` (consecutive): a shard's."""
+        P = self.index.shape[0]
+        if (not isinstance(networks, range) or networks.step != 1 or len(networks) == 0
+                or networks.start < 0 or networks.stop > P):
+            raise ValueError(f"networks must be a range of consecutive networks within the {P}, got {networks!r}")
         sub = NetworkBatches.__new__(NetworkBatches)
         sub.x, sub.y, sub.fraction, sub.seed = self.x, self.y, self.fraction, self.seed
         sub.index = self.index[networks.start : networks.stop]

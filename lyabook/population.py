@@ -16,41 +16,68 @@ training P networks together equals training each alone.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from .lyapunov import _as_int, lyapunov_spectrum
-from .rnn import RecurrentCell
+from .rnn import CELLS, RecurrentCell
 
 __all__ = ["Population", "Network", "PopulationAdam", "population_exponents", "PopulationSpectrum",
            "per_network", "shard_range"]
 
 
-def per_network(value, n: int, name: str) -> torch.Tensor:
-    """(n,) float64 from a scalar or one value per network; a clear error otherwise."""
-    t = torch.as_tensor(value, dtype=torch.float64).flatten()
+def per_network(value, n: int, name: str, minimum: float | None = None) -> torch.Tensor:
+    """(n,) float64 from a scalar or one value per network; a clear error otherwise (not a
+    number, a bool, the wrong length, not finite, below ``minimum``)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be a number or one number per network ({n}), got {type(value).__name__} {value!r}")
+    try:  # only the conversion: lists of strings, ragged lists
+        t = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number or one number per network ({n}), got {value!r}") from None
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be a real number or one per network ({n}), got {t.dtype} {value!r}")
+    t = torch.as_tensor(value, dtype=torch.float64).flatten()  # Python floats straight to float64, not via float32
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:
         raise ValueError(f"{name} must be a scalar or have one value per network ({n}), got {t.numel()}")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite for every network")
+    if minimum is not None and bool((t < minimum).any()):
+        raise ValueError(f"{name} must be >= {minimum} for every network, got {t.min().item()!r}")
     return t.clone()
 
 
 def _varies(value) -> bool:
     """Whether a cell keyword argument gives one value per network (a sequence, not a scalar)."""
-    return hasattr(value, "__len__") and not isinstance(value, (str, bytes)) and not (torch.is_tensor(value) and value.ndim == 0)
+    if torch.is_tensor(value) or isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return hasattr(value, "__len__") and not isinstance(value, (str, bytes))
+
+
+def _check_shard(shard) -> tuple[int, int]:
+    """(i, n) as Python ints with 0 <= i < n, or a ValueError naming ``shard``."""
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+        raise ValueError(f"shard must be a pair (i, n) with 0 <= i < n, got {shard!r}")
+    if any(isinstance(v, bool) or not hasattr(v, "__index__") for v in shard):
+        raise ValueError(f"shard must be (i, n) of integers with 0 <= i < n, got {shard!r}")
+    i, n = (operator.index(v) for v in shard)
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    return i, n
 
 
 def shard_range(n_networks: int, shard: tuple[int, int]) -> range:
     """Networks of shard i of n: contiguous blocks as equal as possible (``numpy.array_split``)."""
-    i, n = shard
-    if isinstance(i, bool) or isinstance(n, bool) or not isinstance(i, int) or not isinstance(n, int) or n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+    n_networks = _as_int("n_networks", n_networks, 1)
+    i, n = _check_shard(shard)
     if n > n_networks:
         raise ValueError(f"shard: {n} shards for {n_networks} networks leaves some shards empty")
     q, r = divmod(n_networks, n)
@@ -127,26 +154,36 @@ class Population(nn.Module):
     def __init__(self, cell_class: type, n_networks: int, input_size: int, hidden_size: int, output_size: int, *,
                  init_p=0.08, seed: int = 0, dropout=0.0, **cell_kwargs):
         super().__init__()
-        if not (isinstance(cell_class, type) and issubclass(cell_class, RecurrentCell)):
-            raise TypeError(f"cell_class must be a cell class of lyabook.rnn, got {cell_class!r}")
+        if not (isinstance(cell_class, type) and issubclass(cell_class, tuple(CELLS.values()))):
+            # a base class such as RecurrentCell builds, but has no parameters and no map
+            raise TypeError(f"cell_class must be one of lyabook.rnn's cells ({', '.join(CELLS)}) or a subclass, "
+                            f"got {cell_class!r}")
         P = _as_int("n_networks", n_networks, 1)
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
-            _as_int(name, v, 1)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        input_size, hidden_size, output_size = (_as_int(name, v, 1) for name, v in (
+            ("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)))
+        if isinstance(seed, bool) or not hasattr(seed, "__index__") or operator.index(seed) < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        seed = operator.index(seed)
         if "convention" in cell_kwargs:
             raise ValueError("convention is an argument of population_exponents, not of the population")
         self.cell_class, self.n_networks, self.first_network = cell_class, P, 0
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.seed = seed
-        self.init_p = per_network(init_p, P, "init_p")
+        self.init_p = per_network(init_p, P, "init_p", minimum=0.0)  # the half-width of U(-p, p)
         self.dropout = per_network(dropout, P, "dropout")
         if ((self.dropout < 0) | (self.dropout >= 1)).any():
             raise ValueError("dropout must lie in [0, 1) for every network")
         self.cell_kwargs = cell_kwargs
         varying = {k for k, v in cell_kwargs.items() if _varies(v)}
         for k in varying:
-            if len(cell_kwargs[k]) != P:
+            v = cell_kwargs[k]
+            if not isinstance(v, (list, tuple, np.ndarray, torch.Tensor)):
+                raise TypeError(f"{cell_class.__name__}: {k} must be a scalar or a list, tuple, array or tensor with one "
+                                f"value per network ({P}), got {type(v).__name__}")
+            if hasattr(v, "ndim") and v.ndim > 1 and math.prod(v.shape) != len(v):
+                raise ValueError(f"{cell_class.__name__}: {k} must have one value per network, shape ({P},), "
+                                 f"got shape {tuple(v.shape)}")
+            if len(v) != P:
                 raise ValueError(f"{cell_class.__name__}: {k} must be a scalar or have one value per network ({P}), "
                                  f"got {len(cell_kwargs[k])}")
         self._varying = sorted(varying)
@@ -260,15 +297,29 @@ class Population(nn.Module):
         (outputs (P, B, T, O), final state (P, B, state_dim)). ``draws``: `random_draws`'s
         output to use in training mode (default: drawn now)."""
         P = self.n_networks
+        if not torch.is_tensor(inputs):
+            raise TypeError(f"inputs must be a tensor (B, T, {self.input_size}) or ({P}, B, T, {self.input_size}), "
+                            f"got {type(inputs).__name__}")
         if inputs.ndim == 3:
             dims = (None,)
         elif inputs.ndim == 4 and inputs.shape[0] == P:
             dims = (0,)
+        elif inputs.ndim == 4:
+            raise ValueError(f"inputs: one batch per network must have the population's {P} networks in dim 0, "
+                             f"got {tuple(inputs.shape)} (a batch of another population, or of a shard?)")
         else:
             raise ValueError(f"inputs must be (B, T, {self.input_size}) or ({P}, B, T, {self.input_size}), "
                              f"got {tuple(inputs.shape)}")
         if inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs have {inputs.shape[-1]} features, the population's input_size is {self.input_size}")
+        if inputs.shape[-3] < 1 or inputs.shape[-2] < 1:
+            raise ValueError(f"inputs must hold at least one sequence of at least one step, got {tuple(inputs.shape)}")
+        self._check_like_weights("inputs", inputs)
+        if state is not None:
+            if not torch.is_tensor(state) or state.shape != (P, inputs.shape[-3], self._cell.state_dim):
+                raise ValueError(f"state must be a tensor ({P}, B={inputs.shape[-3]}, {self._cell.state_dim}), got "
+                                 f"{tuple(state.shape) if torch.is_tensor(state) else type(state).__name__}")
+            self._check_like_weights("state", state)
         args, in_dims = (inputs, state), dims + (None if state is None else 0,)
         if self.training and draws is None:
             draws = self.random_draws(inputs)
@@ -279,6 +330,18 @@ class Population(nn.Module):
             hs = hs * draws["dropout"]
         out = torch.einsum("pbth,poh->pbto", hs, self.weight_out) + self.bias_out.view(P, 1, 1, -1)
         return out, state
+
+    def _check_like_weights(self, name: str, t: torch.Tensor) -> None:
+        """A TypeError naming ``name`` unless ``t`` has the parameters' floating dtype and device."""
+        w = self.weight_out
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point ({w.dtype}, the population's dtype), got {t.dtype}: "
+                            f"encode them first (e.g. one-hot) or convert with .to({w.dtype})")
+        if t.dtype != w.dtype:
+            raise TypeError(f"{name} are {t.dtype} but the population's parameters are {w.dtype}: convert one to the "
+                            f"other ({name}.to({w.dtype}), or population.to({t.dtype}))")
+        if t.device != w.device:
+            raise ValueError(f"{name} are on {t.device} but the population is on {w.device}: move one to the other")
 
     def random_draws(self, inputs: torch.Tensor) -> dict:
         """A training step's random numbers: "dropout", inverted-dropout masks (P, B, T, H) or
@@ -394,16 +457,27 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
     singular somewhere (a dead relu unit, a tanh saturated beyond rounding) gives -inf for the
     exponents it kills and finite values for the others; the other networks are unaffected.
     """
+    if not isinstance(pop, Population):
+        raise TypeError(f"pop must be a lyabook.population.Population, got {type(pop).__name__}")
     if not torch.is_tensor(inputs) or inputs.ndim != 3 or inputs.shape[-1] != pop.input_size:
         raise ValueError(f"inputs must be a tensor (B, T, {pop.input_size}), got "
                          f"{tuple(inputs.shape) if torch.is_tensor(inputs) else type(inputs).__name__}")
+    if inputs.shape[0] < 1:
+        raise ValueError(f"inputs must hold at least one sequence, got {tuple(inputs.shape)}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("inputs must be finite: a NaN or inf input would make every exponent NaN")
     tensors = pop.cell_tensors()
     system = _System(pop, tensors, convention)  # checks the convention
     d, B, P = system.tangent_dim, inputs.shape[0], pop.n_networks
     if networks_per_call is None:
         networks_per_call = max(1, (2 << 30) // (B * d * d * 8))
     networks_per_call = _as_int("networks_per_call", networks_per_call, 1)
-    keep = [True] * P if networks is None else [bool(f) for f in networks]
+    keep = [True] * P if networks is None else list(networks.tolist() if hasattr(networks, "tolist") else networks)
+    if not all(isinstance(f, (bool, np.bool_)) for f in keep):  # [0, 2] would read as a mask, not as indices
+        raise TypeError(f"networks must be a ({P},) mask of booleans (True: compute that network), got {networks!r}")
+    keep = [bool(f) for f in keep]
     if len(keep) != P:
         raise ValueError(f"networks must have one entry per network ({P}), got {len(keep)}")
     out, methods = torch.full((P, k or d), float("nan"), dtype=torch.float64), []
@@ -452,14 +526,25 @@ class PopulationAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
         params = list(params)
+        if not params or not all(torch.is_tensor(p) for p in params):
+            raise ValueError("params must be one or more tensors (a population's parameters), got "
+                             f"{[type(p).__name__ for p in params] or 'none'}")
+        if any(p.ndim == 0 for p in params) or len({p.shape[0] for p in params}) != 1:
+            raise ValueError("params must all have the population in dim 0 (the same number of networks), got shapes "
+                             f"{sorted({tuple(p.shape) for p in params})}")
         P = params[0].shape[0]
-        super().__init__(params, dict(lr=per_network(lr, P, "lr"), betas=betas, eps=eps))
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        super().__init__(params, dict(lr=per_network(lr, P, "lr", minimum=0.0), betas=tuple(betas), eps=eps))
 
     def set_lr(self, lr) -> None:
         """Set every network's learning rate (scalar or (P,)), in place where the step reads it
         (so that a step captured in a CUDA graph sees the new values)."""
         for group in self.param_groups:
-            group["lr"] = per_network(lr, len(group["lr"]), "lr")
+            group["lr"] = per_network(lr, len(group["lr"]), "lr", minimum=0.0)
             for p in group["params"]:
                 if "lr" in self.state[p]:
                     self.state[p]["lr"].copy_(group["lr"].view(-1, *([1] * (p.ndim - 1))))

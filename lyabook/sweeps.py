@@ -30,6 +30,7 @@ Sweeps:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -76,10 +77,10 @@ class Job:
 
 def parse_shard(text: str) -> tuple[int, int]:
     """"i/n" -> (i, n) with 0 <= i < n."""
-    try:
-        i, n = (int(v) for v in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"shard must be i/n (e.g. 0/4), got {text!r}") from None
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip(), re.ASCII) if isinstance(text, str) else None
+    if m is None:  # plain decimal digits only: int() would also take "+1", "1_0" and non-ASCII digits
+        raise ValueError(f"shard must be i/n (e.g. 0/4), got {text!r}")
+    i, n = int(m[1]), int(m[2])
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard must be i/n with 0 <= i < n, got {text!r}")
     return i, n
@@ -180,9 +181,9 @@ SWEEPS = {
 
 
 def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[Job]:
-    if name not in SWEEPS:
+    if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
     return SWEEPS[name](profile, data_dir, device)
 
@@ -190,12 +191,35 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[
 def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
     """What shard (i, n) runs: [(job, None)] whole jobs when there are at least n jobs, else
     [(job, (c, m))] part c of m of each job's networks (m = n // jobs)."""
-    i, n = shard
+    from .population import _check_shard
+
+    i, n = _check_shard(shard)
+    if not job_list:
+        raise ValueError("plan: the sweep has no jobs")
     if len(job_list) >= n:
         return [(j, None) for k, j in enumerate(job_list) if k % n == i]
     m = n // len(job_list)
     units = [(j, (c, m)) for j in job_list for c in range(m)]
     return units[i::n]
+
+
+def _check_epochs(epochs) -> int | None:
+    """None (the profile's) or an integer >= 0 (0: only epoch 0, the untrained networks)."""
+    from .lyapunov import _as_int
+
+    return None if epochs is None else _as_int("epochs", epochs, 0)
+
+
+def _check_out_dir(out_dir) -> Path:
+    """``out_dir`` as a Path, or a ValueError when it (or a folder above it) is a file."""
+    out = Path(out_dir)
+    for q in (out, *out.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ValueError(f"out_dir {out} {'is' if q == out else f'lies under {q}, which is'} a file, "
+                                 "not a folder: give a folder for the records")
+            break
+    return out
 
 
 def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: str = "auto", data_dir=None,
@@ -208,6 +232,7 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
     from .results import resolve_device
     from .train import check_run, train_population
 
+    epochs, out_dir = _check_epochs(epochs), _check_out_dir(out_dir)
     dev = resolve_device(device)
     units = plan(jobs(name, profile, data_dir, dev), shard)
     for job, part in units:  # every job of the shard checked before any trains (a missing checkpoint, say)
@@ -230,6 +255,10 @@ def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, d
     """Run sweep ``name`` as one ``lyabook sweep --shard i/n`` process per GPU (n = ``gpus``, default
     every visible GPU; each sees only its own through CUDA_VISIBLE_DEVICES); returns the worst
     exit status. Shards whose networks split a job merge their records when the last finishes."""
+    jobs(name, profile, data_dir)  # a bad name or profile: one error here, not one per process
+    epochs, out_dir = _check_epochs(epochs), _check_out_dir(out_dir)
+    if gpus is not None and (isinstance(gpus, bool) or not hasattr(gpus, "__index__") or gpus.__index__() < 1):
+        raise ValueError(f"gpus must be a positive integer (one shard per GPU), got {gpus!r}")
     n = gpus if gpus is not None else torch.cuda.device_count()
     if n < 1:
         raise ValueError("launch needs at least one GPU (none is visible; on a CPU run `lyabook sweep` instead)")
