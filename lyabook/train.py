@@ -57,7 +57,7 @@ def _data_settings(batches) -> dict:
 
 
 def run_settings(model: Population, train_batches, valid_batches, spectrum_inputs, spectrum_warmup: int,
-                 spectrum_conventions, task: str) -> dict:
+                 spectrum_conventions, task: str, encode=None) -> dict:
     """Everything besides the caller's ``config`` that changes a run's numbers: the trainer's
     version, the task, the architecture, sizes and initialization (seed, p, dropout, the cell's
     settings), the training and validation data and the spectrum's inputs (digests of their
@@ -65,7 +65,10 @@ def run_settings(model: Population, train_batches, valid_batches, spectrum_input
     reuses another run's records."""
     kwargs = {k: (v.tolist() if hasattr(v, "tolist") else list(v) if isinstance(v, tuple) else v)
               for k, v in model.cell_kwargs.items()}
-    return {"trainer": TRAINER_VERSION, "task": task,
+    first_x = train_batches[0][0]
+    encoded = (encode or (lambda x: x))(first_x[:1])  # what encode makes of the data (one-hot size, dtype, ...)
+    return {"trainer": TRAINER_VERSION, "task": task, "dtype": str(model.weight_out.dtype).replace("torch.", ""),
+            "encoded_inputs": _digest([encoded]),
             "model": {"cell": model.cell_class.__name__, "networks": model.n_networks,
                       "sizes": [model.input_size, model.hidden_size, model.output_size], "cell_kwargs": kwargs,
                       "init_p": model.init_p.tolist(), "dropout": model.dropout.tolist(), "seed": model.seed},
@@ -209,6 +212,8 @@ def train_epoch(model: Population, opt: PopulationAdam, batches, task: str, enco
     """One pass over ``batches`` (lists of (x, y), shared by every network or, for
     ``batches.per_network``, one batch per network): returns the mean training loss (P,) float64.
     ``cuda_graph``: replay each step as a CUDA graph (`_Graphed`; default: on CUDA)."""
+    if len(batches) == 0:
+        raise ValueError("batches is empty: an epoch needs at least one (x, y) batch")
     encode = encode or (lambda x: x)
     per = bool(getattr(batches, "per_network", False))
     model.train()
@@ -230,6 +235,8 @@ def train_epoch(model: Population, opt: PopulationAdam, batches, task: str, enco
 
 def evaluate(model: Population, batches, task: str, encode=None, cuda_graph: bool | None = None):
     """Mean loss (P,) and accuracy (P,) (None for regression) over ``batches``, in eval mode."""
+    if len(batches) == 0:
+        raise ValueError("batches is empty: evaluation needs at least one (x, y) batch")
     encode = encode or (lambda x: x)
     per = bool(getattr(batches, "per_network", False))
     was = model.training
@@ -379,6 +386,9 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
     diverged networks are renumbered. Returns the merged records (those already merged included)."""
     from .results import load_results
 
+    from .lyapunov import _as_int
+
+    n_shards, epochs = _as_int("n_shards", n_shards, 1), _as_int("epochs", epochs, 0)
     run_dir = Path(run_dir)
     out = RunRecords(run_dir)
     merged = out.epochs(epochs)
@@ -388,6 +398,10 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
         if not all(f.is_file() for f in files):
             break
         docs = [load_results(f) for f in files]
+        for f, d in zip(files, docs):  # shards of one run record the same keys; anything else is damage
+            if set(d["results"]) != set(docs[0]["results"]) or "valid_loss" not in d["results"]:
+                raise RuntimeError(f"{f}: its keys {sorted(d['results'])} are not those of the other shards' records "
+                                   f"{sorted(docs[0]['results'])}; delete this shard's folder and rerun the shard")
         offsets = np.cumsum([0] + [len(d["results"]["valid_loss"]) for d in docs])
         rec = {}
         for key, first in docs[0]["results"].items():
@@ -413,25 +427,65 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
 
 # ------------------------------------------------------------------ the loop
 def _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after, spectrum_inputs,
-                spectrum_warmup, spectrum_conventions, shard):
+                spectrum_warmup, spectrum_conventions, shard, encode=None):
     """(run_settings, hash, the population's folder, the RunRecords this call writes)."""
-    settings = run_settings(model, train_batches, valid_batches, spectrum_inputs, spectrum_warmup, spectrum_conventions, task)
+    from .lyapunov import _as_int
+
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if not isinstance(model, Population):
+        raise TypeError(f"model must be a lyabook.population.Population, got {type(model).__name__}")
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (JSON-serializable), got {type(config).__name__}")
+    if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not (0 < lr_decay < float("inf")):
+        raise ValueError(f"lr_decay must be a finite number > 0, got {lr_decay!r}")
+    _as_int("decay_after", decay_after, 0)
+    for name, batches in (("train_batches", train_batches), ("valid_batches", valid_batches)):
+        _check_batches(name, batches, model, task)
+    settings = run_settings(model, train_batches, valid_batches, spectrum_inputs, spectrum_warmup, spectrum_conventions,
+                            task, encode)
     h = run_hash(config, settings, lr_decay, decay_after)
     run_dir = Path(out_dir) / h
     return settings, h, run_dir, RunRecords(run_dir if shard is None else _shard_dir(run_dir, shard))
 
 
+def _check_batches(name: str, batches, model: Population, task: str) -> None:
+    """Before any work: batches exist, are (x, y) pairs of tensors with matching batch sizes, one
+    batch per network where they say so, and classification targets are class indices of the
+    read-out (an index out of range is a device-side assert on a GPU, not a message)."""
+    per = bool(getattr(batches, "per_network", False))
+    if len(batches) == 0:
+        raise ValueError(f"{name} is empty: at least one (x, y) batch is needed")
+    for k in range(len(batches)) if not per else (0,):
+        item = batches[k]
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(torch.is_tensor(t) for t in item)):
+            raise TypeError(f"{name}[{k}] must be a pair (x, y) of tensors, got {type(item).__name__}")
+        x, y = item
+        lead = 2 if per else 1
+        if x.ndim < lead + 1 or x.shape[:lead] != y.shape[:lead]:
+            raise ValueError(f"{name}[{k}]: x {tuple(x.shape)} and y {tuple(y.shape)} must share their leading "
+                             f"{'(networks, batch)' if per else 'batch'} dimension(s)")
+        if per and x.shape[0] != model.n_networks:
+            raise ValueError(f"{name}: one batch per network needs {model.n_networks} networks in dim 0, got {x.shape[0]}")
+        if task == "classification":
+            if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                raise TypeError(f"{name}[{k}]: classification targets must be integer class indices, got {y.dtype}")
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= model.output_size):
+                raise ValueError(f"{name}[{k}]: class indices must lie in [0, {model.output_size}) (the read-out's "
+                                 f"output_size), got {int(y.min())}..{int(y.max())}")
+
+
 def check_run(model: Population, train_batches, valid_batches, *, epochs: int, config: dict, out_dir,
               task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
               spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0, spectrum_conventions=("full",),
-              shard: tuple[int, int] | None = None, **_ignored) -> int:
+              shard: tuple[int, int] | None = None, encode=None, **_ignored) -> int:
     """Check, before any long work, that `train_population` with these arguments can run: returns
     how many epochs its records already hold, or raises the one-line error of a run whose
     records stop short of ``epochs`` without the checkpoint to continue from (a fresh clone).
     Takes `train_population`'s arguments (those that do not change the folder are ignored), so
     that a caller training several populations checks them all first."""
     *_, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after,
-                              spectrum_inputs, spectrum_warmup, spectrum_conventions, shard)
+                              spectrum_inputs, spectrum_warmup, spectrum_conventions, shard, encode)
     n = len(records.epochs(epochs))
     records.check_resumable(n, epochs)
     return n
@@ -468,16 +522,15 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     has finished an epoch, `merge_shards` writes the population's records, equal to an
     unsharded run's. Returns this call's records (the shard's, for a shard).
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if not isinstance(model, Population):
-        raise TypeError(f"model must be a lyabook.population.Population, got {type(model).__name__}")
+    from .lyapunov import _as_int
     from .results import provenance
     from .progress import bar as progress_bar  # on the terminal, never in a notebook's outputs
 
-    lrs = per_network(lr, model.n_networks, "lr")
+    epochs = _as_int("epochs", epochs, 0)
     settings, h, run_dir, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay,
-                                                decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions, shard)
+                                                decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions,
+                                                shard, encode)
+    lrs = per_network(lr, model.n_networks, "lr", minimum=0.0)
     if shard is not None:
         ids = shard_range(model.n_networks, shard)
         model, lrs = model.subset(ids), lrs[ids.start : ids.stop]

@@ -93,7 +93,7 @@ def test_epoch_records_are_written_by_the_one_result_writer_with_the_code_versio
     model, batches, onehot = _tiny_task()
     spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
     cfg = {"task": "tiny"}
-    settings = run_settings(model, batches[:2], batches[2:], spec_in, 0, ("full",), "classification")
+    settings = run_settings(model, batches[:2], batches[2:], spec_in, 0, ("full",), "classification", onehot)
     recs = train_population(model, batches[:2], batches[2:], epochs=1, lr=[0.01, 0.05], config=cfg, out_dir=tmp_path,
                             encode=onehot, spectrum_inputs=spec_in, progress=False)
     run = tmp_path / run_hash(cfg, settings, 0.95, 10)
@@ -315,3 +315,37 @@ def test_check_run_says_before_any_work_that_a_run_cannot_continue(tmp_path):
     next(tmp_path.iterdir()).joinpath("state.pt").unlink()
     with pytest.raises(RuntimeError, match=r"state\.pt .* is missing.*at most 1 epochs"):
         check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=3, **kw)
+
+
+def test_the_population_dtype_and_the_encoding_are_part_of_a_runs_identity(tmp_path):
+    """A float64 run and a float32 run of the same networks, or two encodings of the same data,
+    live in different folders (the float32 run once loaded the float64 run's records)."""
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-dtype"}, out_dir=tmp_path, progress=False)
+    train_population(model, batches[:2], batches[2:], epochs=0, encode=onehot, **kw)
+    train_population(_tiny_task()[0].float(), batches[:2], batches[2:], epochs=0,
+                     encode=lambda v: torch.nn.functional.one_hot(v, 5).float(), **kw)
+    train_population(model, batches[:2], batches[2:], epochs=0, encode=lambda v: 2 * onehot(v), **kw)
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(epochs=-1), "epochs"), (dict(epochs=True), "epochs"), (dict(lr_decay=float("nan")), "lr_decay"),
+    (dict(config=None), "config"), (dict(task="ranking"), "task"), (dict(train=[]), "train_batches is empty"),
+    (dict(labels=7), r"class indices must lie in \[0, 5\)"), (dict(lr=-0.1), "lr"),
+])
+def test_bad_training_arguments_are_named_before_any_work(tmp_path, bad, match):
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    train = bad.pop("train", batches[:2])
+    if "labels" in bad:
+        label = bad.pop("labels")
+        train = [(x, torch.full_like(y, label)) for x, y in train]
+    kw = dict(epochs=1, lr=[0.01, 0.05], config={"task": "bad"}, out_dir=tmp_path, encode=onehot, progress=False)
+    kw.update(bad)
+    with pytest.raises((ValueError, TypeError), match=match):
+        train_population(model, train, batches[2:], **kw)
+    assert not any(tmp_path.rglob("epoch_*.json"))
