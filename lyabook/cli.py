@@ -588,7 +588,7 @@ def main(argv=None) -> int:
     x.add_argument("--out", default="out/exec")
     x.add_argument("--set", nargs="+", action="extend", metavar="NAME=VALUE", default=None)
     w = sub.add_parser("sweep", help="train a named population sweep, or one shard of it (lyabook.sweeps)")
-    w.add_argument("name", help="smnist, smnist-permuted or charrnn (lyabook.sweeps)")
+    w.add_argument("name", help="smnist, smnist-permuted, charrnn or force (lyabook.sweeps)")
     w.add_argument("--shard", default="0/1", help="i/n: run shard i of n (default 0/1, the whole sweep)")
     w.add_argument("--out", default="out/sweeps", help="folder for the records")
     w.add_argument("--profile", default="full", choices=PROFILES)
@@ -624,7 +624,8 @@ def main(argv=None) -> int:
             done = sweeps.run_shard(args.name, args.out, sweeps.parse_shard(args.shard), args.profile, args.device,
                                     args.data_dir, progress=not args.quiet, epochs=args.epochs)
             for job, recs in done.items():
-                print(f"{job}: epochs 0-{len(recs) - 1} recorded in {Path(args.out) / job}")
+                what = f"epochs 0-{len(recs) - 1}" if recs and "epoch" in recs[0] else "results"
+                print(f"{job}: {what} recorded in {Path(args.out) / job}")
             return 0
         return build(args.executed, args.out)
     except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad input, a stale run, missing data: one line

@@ -26,6 +26,12 @@ Sweeps:
   published numbers came from the code, which keeps 20 % (``keep_amt = 0.2``, spec section 7).
   Spectra of every epoch on 15 validation sequences of 100 characters, warm-up over the
   sequence and measured over it again (the authors' setting), full state and h-block.
+* ``force``: task A: 120 FORCE-trained rank-1 networks of 512 units for each g in 1.1, 1.2,
+  ..., 2.0 (`lyabook.force`; the text's grid, without the authors' duplicated g = 1.1), 15
+  epochs, validation MAE after each; spectra (per unit time, with the correct closed-loop
+  Jacobian) after epochs 5 (the authors' AeLLE inputs) and 14 (the last), from 10 states of
+  each network's test rollout, 100 warm-up and 200 measured steps. A job (one g) is saved
+  whole when it finishes and skipped when its result exists.
 """
 from __future__ import annotations
 
@@ -68,11 +74,13 @@ CHAR_P_RANGE, CHAR_KEEP, CHAR_SEQ = (0.04, 0.40), 0.2, 99
 @dataclass
 class Job:
     """One population of a sweep: ``build()`` returns (population, train batches, valid batches,
-    train_population's keyword arguments)."""
+    train_population's keyword arguments); or, for a job trained otherwise (FORCE), ``run(out_dir,
+    progress, epochs)`` trains and saves it whole (such a job is never split between shards)."""
 
     name: str
     n_networks: int
-    build: callable = field(repr=False)
+    build: callable = field(repr=False, default=None)
+    run: callable = field(repr=False, default=None)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -134,6 +142,46 @@ def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0)
     return out
 
 
+FORCE_VERSION = 1  # bumped when a change to lyabook.force or this job changes its numbers
+FORCE_PROFILES = {
+    "full": {"networks": 120, "g": [round(1.1 + 0.1 * k, 1) for k in range(10)], "units": 512, "epochs": 15,
+             "epoch_steps": 1200, "test_steps": 12000, "spectrum_epochs": [5, 14], "warmup": 100, "steps": 200},
+    "smoke": {"networks": 3, "g": [1.2, 1.5], "units": 20, "epochs": 2, "epoch_steps": 200, "test_steps": 200,
+              "spectrum_epochs": [0, 1], "warmup": 10, "steps": 20},
+}
+
+
+def _force_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]:
+    prof = FORCE_PROFILES[profile_name]
+
+    def run(out_dir, progress, epochs, g, k):
+        from . import force
+        from .results import load_results, provenance, save_results
+        from .train import config_hash
+
+        E = prof["epochs"] if epochs is None else epochs
+        spectrum_epochs = [e for e in prof["spectrum_epochs"] if e < E]
+        settings = {"force": FORCE_VERSION, "g": g, "seed": seed + k, **{**prof, "g": g, "epochs": E}}
+        path = Path(out_dir) / config_hash(settings) / "force.json"
+        if path.is_file():
+            return [load_results(path)["results"]]
+        t0 = __import__("time").perf_counter()
+        pop = force.ForcePopulation(prof["networks"], prof["units"], g=g, seed=seed + k, device=device)
+        hist = force.fit(pop, E, epoch_steps=prof["epoch_steps"], test_steps=prof["test_steps"], progress=progress)
+        arrays = {"val_mae": hist.val_mae.numpy(), "train_mae": hist.train_mae.numpy()}  # (epochs, networks)
+        for e in spectrum_epochs:
+            arrays[f"exponents_epoch_{e}"] = force.force_spectra(pop.closed_loop(hist.w_o[e].to(pop.w_o)),
+                                                                 hist.states[e].to(pop.w_o), prof["steps"],
+                                                                 warmup=prof["warmup"]).numpy()
+        results = {"g": g, "finite": hist.finite.numpy().tolist(), "spectrum_epochs": spectrum_epochs}
+        prov = provenance(profile_name, device, __import__("time").perf_counter() - t0, settings=settings)
+        save_results(path, results, prov, arrays=arrays)
+        return [load_results(path)["results"]]
+
+    return [Job(f"force-g{g:.1f}", prof["networks"], run=lambda out_dir, progress, epochs, g=g, k=k: run(
+        out_dir, progress, epochs, g, k)) for k, g in enumerate(prof["g"])]
+
+
 def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]:
     from . import data
     from .train import PopulationLSTM
@@ -177,6 +225,7 @@ SWEEPS = {
     "smnist": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "row"),
     "smnist-permuted": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "permuted"),
     "charrnn": _charrnn_jobs,
+    "force": _force_jobs,
 }
 
 
@@ -189,14 +238,15 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[
 
 
 def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
-    """What shard (i, n) runs: [(job, None)] whole jobs when there are at least n jobs, else
-    [(job, (c, m))] part c of m of each job's networks (m = n // jobs)."""
+    """What shard (i, n) runs: [(job, None)] whole jobs when there are at least n jobs (or when a
+    job cannot be split: then shards beyond the jobs run nothing), else [(job, (c, m))] part c of
+    m of each job's networks (m = n // jobs)."""
     from .population import _check_shard
 
     i, n = _check_shard(shard)
     if not job_list:
         raise ValueError("plan: the sweep has no jobs")
-    if len(job_list) >= n:
+    if len(job_list) >= n or any(j.build is None for j in job_list):
         return [(j, None) for k, j in enumerate(job_list) if k % n == i]
     m = n // len(job_list)
     units = [(j, (c, m)) for j in job_list for c in range(m)]
@@ -236,12 +286,17 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
     dev = resolve_device(device)
     units = plan(jobs(name, profile, data_dir, dev), shard)
     for job, part in units:  # every job of the shard checked before any trains (a missing checkpoint, say)
+        if job.build is None:
+            continue
         pop, train, valid, kwargs = job.build()
         check_run(pop, train, valid, out_dir=Path(out_dir) / job.name, shard=part,
                   **{**kwargs, "epochs": epochs if epochs is not None else kwargs["epochs"]})
         del pop
     done = {}
     for job, part in units:
+        if job.build is None:  # trained whole by its own runner
+            done[job.name] = job.run(Path(out_dir) / job.name, progress, epochs)
+            continue
         pop, train, valid, kwargs = job.build()
         if epochs is not None:
             kwargs["epochs"] = epochs

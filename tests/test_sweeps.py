@@ -25,7 +25,7 @@ def _records(root):
 
 
 def test_plan_gives_whole_jobs_or_equal_parts_and_covers_everything_once():
-    jobs = [sweeps.Job(f"j{k}", 10, None) for k in range(8)]
+    jobs = [sweeps.Job(f"j{k}", 10, build=lambda: None) for k in range(8)]
     for n in (1, 3, 4, 8, 16):
         units = [(j.name, part) for i in range(n) for j, part in sweeps.plan(jobs, (i, n))]
         assert len(units) == len(set(units))
@@ -91,3 +91,18 @@ def test_launch_starts_one_shard_per_gpu_each_seeing_only_its_own(monkeypatch):
         assert cmd[cmd.index("--epochs") + 1] == "2" and cmd[cmd.index("--out") + 1] == "runs"
     with pytest.raises(ValueError, match="GPU"):
         sweeps.launch("smnist", "runs", gpus=0)
+
+
+def test_force_sweep_saves_each_g_whole_and_skips_finished_jobs(tmp_path, capsys):
+    from lyabook.results import load_results
+
+    args = ["--profile", "smoke", "--device", "cpu", "--quiet", "--out", str(tmp_path)]
+    assert cli.main(["sweep", "force", "--shard", "1/3", *args]) == 0  # 2 jobs, 3 shards: shard 1 runs g = 1.5 only
+    files = list(tmp_path.glob("*/*/force.json"))
+    assert [f.parent.parent.name for f in files] == ["force-g1.5"]
+    res = load_results(files[0])["results"]
+    assert res["val_mae"].shape == (2, 3) and res["exponents_epoch_1"].shape == (3, 20)
+    assert cli.main(["sweep", "force", "--shard", "2/3", *args]) == 0  # an empty shard: nothing to do
+    before = files[0].stat().st_mtime_ns
+    assert cli.main(["sweep", "force", *args]) == 0
+    assert files[0].stat().st_mtime_ns == before and len(list(tmp_path.glob("*/*/force.json"))) == 2
