@@ -33,7 +33,7 @@ from torch import nn
 
 from .lyapunov import _as_int
 
-__all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "embed", "median_split", "best_threshold", "orthant_classifier",
+__all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "PredNet", "fit_prednet", "embed", "median_split", "best_threshold", "orthant_classifier",
            "Scores", "scores", "bootstrap_interval"]
 
 
@@ -171,16 +171,8 @@ def fit(model: AeLLE, x_train, y_train, x_valid, y_valid, *, alphas=(5, 5, 10, 2
     for name, v in (("reconstruction_loss", reconstruction_loss), ("prediction_loss", prediction_loss)):
         if v not in _LOSSES:
             raise ValueError(f"{name} must be one of {sorted(_LOSSES)}, got {v!r}")
-    data = []
-    for name, x, y in (("train", x_train, y_train), ("valid", x_valid, y_valid)):
-        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        y = torch.as_tensor(np.asarray(y, dtype=np.float32)).flatten()
-        if x.ndim != 2 or x.shape[1] != model.input_size or len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"x_{name} must be (n >= 1, {model.input_size}) with one loss per row in y_{name}, "
-                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
-        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
-            raise ValueError(f"x_{name} and y_{name} must be finite")
-        data.append((x, y))
+    data = [_tensors(model.input_size, name, x, y) for name, x, y in
+            (("train", x_train, y_train), ("valid", x_valid, y_valid))]
     (xt, yt), (xv, yv) = data
     rec_f, pred_f = _LOSSES[reconstruction_loss], _LOSSES[prediction_loss]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -214,6 +206,58 @@ def fit(model: AeLLE, x_train, y_train, x_valid, y_valid, *, alphas=(5, 5, 10, 2
     model.load_state_dict(best)
     model.eval()
     return hist
+
+
+# ------------------------------------------------------------------ PredNet (Fig. 3.1)
+class PredNet(nn.Module):
+    """The dissertation's first predictor (Sec. 3.1, Fig. 3.1): spectrum -> final loss through one
+    hidden layer, ``Linear(input, hidden, bias=False) -> LeakyReLU -> Linear(hidden, 1)``
+    (the authors' notebook: 512 -> 50; Figs. 3.3-3.4 use 10 neurons)."""
+
+    def __init__(self, input_size: int = 512, hidden: int = 50, *, seed: int = 0):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_as_int("seed", seed, 0))
+            self.net = nn.Sequential(nn.Linear(_as_int("input_size", input_size, 1), _as_int("hidden", hidden, 1), bias=False),
+                                     nn.LeakyReLU(), nn.Linear(hidden, 1))
+        self.input_size = input_size
+
+    def forward(self, x):
+        """x (n, input_size) -> predicted loss (n,)."""
+        return self.net(x).squeeze(-1)
+
+
+def fit_prednet(model: PredNet, x_train, y_train, x_valid, y_valid, *, iterations: int = 25_000,
+                lr: float = 1e-4) -> dict:
+    """Full-batch Adam on the mean squared error (the authors' 25,000 iterations at 1e-4); returns
+    {"train_mse", "valid_mse"} per iteration's end (lists) and the final validation predictions."""
+    (xt, yt), (xv, yv) = (_tensors(model.input_size, name, x, y) for name, x, y in
+                          (("train", x_train, y_train), ("valid", x_valid, y_valid)))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    train, valid = [], []
+    for _ in range(_as_int("iterations", iterations, 1)):
+        model.train()
+        loss = nn.functional.mse_loss(model(xt), yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        train.append(float(loss.detach()))
+        model.eval()
+        with torch.no_grad():
+            pv = model(xv)
+        valid.append(float(nn.functional.mse_loss(pv, yv)))
+    return {"train_mse": train, "valid_mse": valid, "valid_prediction": pv.numpy()}
+
+
+def _tensors(input_size, name, x, y):
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(y, dtype=np.float32)).flatten()
+    if x.ndim != 2 or x.shape[1] != input_size or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x_{name} must be (n >= 1, {input_size}) with one loss per row in y_{name}, "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError(f"x_{name} and y_{name} must be finite")
+    return x, y
 
 
 # ------------------------------------------------------------------ embedding and classifiers

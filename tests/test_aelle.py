@@ -114,3 +114,15 @@ def test_fit_names_bad_data():
         aelle.fit(model, x, np.array([0, 1, np.nan, 0]), x, np.zeros(4), epochs_per_stage=1)
     with pytest.raises(ValueError, match="prediction_loss"):
         aelle.fit(model, x, np.zeros(4), x, np.zeros(4), epochs_per_stage=1, prediction_loss="bce")
+
+
+def test_prednet_is_the_authors_architecture_and_learns_a_linear_target():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (120, 8))
+    y = x @ rng.normal(0, 1, 8) * 0.3 + 2.0
+    model = aelle.PredNet(8, 10, seed=0)
+    assert [type(m).__name__ for m in model.net] == ["Linear", "LeakyReLU", "Linear"] and model.net[0].bias is None
+    out = aelle.fit_prednet(model, x[:90], y[:90], x[90:], y[90:], iterations=1500, lr=1e-2)
+    assert out["valid_mse"][-1] < 0.05 * np.var(y) and out["valid_prediction"].shape == (30,)
+    with pytest.raises(ValueError, match="x_train"):
+        aelle.fit_prednet(model, x[:, :7], y, x, y, iterations=1)
