@@ -1,5 +1,6 @@
 """AeLLE: an autoencoder of Lyapunov spectra with a loss predictor on its latent (dissertation
 Chapter 3, Eqs. 3.5-3.6), the embedding of its latents and the classifiers of Tables 3.1-3.3, B2-B4.
+For example::
 
     grid = to_grid(spectra, 1024)                          # (n, N) -> (n, 1024)
     model = AeLLE(1024, seed=0)                            # encoder 1024-512-256-32, mirrored decoder
@@ -87,7 +88,8 @@ class AeLLE(nn.Module):
         input_size: spectrum length (1024 after `to_grid`).
         hidden: encoder widths between input and latent (decoder mirrored); default (512, 256),
             the authors' CharRNN and SMNIST models.
-        latent_size: 32 (dissertation, D:810).
+        latent_size: 32, the dissertation's (Sec. 3.2).
+        dropout: after every hidden tanh layer (0.1, the authors').
         squash: a sigmoid on the prediction (the authors' 2022 SMNIST model; targets must then
             lie in (0, 1)).
         seed: initialization seed.
@@ -163,8 +165,8 @@ def fit(model: AeLLE, x_train, y_train, x_valid, y_valid, *, alphas=(5, 5, 10, 2
         seed: int = 0) -> AeLLEHistory:
     """Train ``model`` on spectra ``x`` (n, input_size) and losses ``y`` (n,): loss =
     reconstruction + alpha * prediction, alpha following ``alphas`` (stages of
-    ``epochs_per_stage`` epochs; defaults: the authors' CharRNN model, [5, 5, 10, 20] x 1000,
-    Adam 1e-5, L1 for both terms), mini-batches of ``batch_size`` in an order drawn from
+    ``epochs_per_stage`` epochs; defaults: the authors' CharRNN model, alpha 5, 5, 10 and 20,
+    each for 1000 epochs, Adam 1e-5, L1 for both terms), mini-batches of ``batch_size`` in an order drawn from
     ``seed`` each epoch. Restores the weights of the epoch with the lowest validation
     prediction loss and returns the history."""
     schedule = alpha_schedule(alphas, epochs_per_stage)

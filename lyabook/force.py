@@ -12,7 +12,7 @@ Per network (reproduction spec §6.1), dt = 0.1 in units of tau = 1, no external
     x_{t+1} = (1 - dt) x_t + dt M r_t + dt w_f z_t,    r_t = tanh(x_t),    z_t = w_o . r_t
 
 With w_o fixed the network is the autonomous map ``x' = (1 - dt) x + dt (M + w_f w_o^T) tanh(x)``
-(`ForceMap`), the system whose spectra `force_spectra` computes.
+(`ForceMap`), the system whose spectra `force_spectra` computes. For example::
 
     pop = ForcePopulation(1200, g=torch.linspace(1.1, 2.0, 10).repeat_interleave(120), device="cuda")
     history = fit(pop)                                   # 15 epochs, validation MAE (15, P)
@@ -113,7 +113,7 @@ class ForcePopulation:
     """P rank-1 FORCE networks of N rate units, trained at once (spec §6.1-6.2).
 
     Args:
-        n_networks: P.
+        n_networks: the number of networks, P.
         n_units: N (512 in the dissertation).
         g: gain of the recurrent weights, scalar or (P,).
         density: fraction p of nonzero entries of M, in (0, 1]; exactly round(p N^2) of them

@@ -7,7 +7,7 @@ network computes exactly what the cell computes alone (`Population.network` retu
 standalone cell; `tests/test_population.py` checks forward pass, loss, optimizer step and
 Jacobians against it). Nothing couples the networks: the loss is the sum of the networks'
 own losses and `PopulationAdam` is elementwise with one learning rate per network, so
-training P networks together equals training each alone.
+training P networks together equals training each alone. For example::
 
     pop = Population(rnn.GRU, 200, 28, 64, 10, init_p=torch.linspace(0.1, 3, 200), seed=0, bias=False)
     out, state = pop(images)                      # (B, T, I) shared, or (P, B, T, I) per network
@@ -137,7 +137,7 @@ class Population(nn.Module):
 
     Args:
         cell_class: RNN, LSTM, GRU, ASRNN, CoRNN, LipschitzRNN, NoisyRNN or LEM.
-        n_networks: P.
+        n_networks: the number of networks, P.
         input_size, hidden_size, output_size: sizes shared by the population.
         init_p: half-width p of U(-p, p) for every parameter (read-out included), scalar or (P,).
         seed: network i's weights depend only on (seed, i): the same in any population or shard.
@@ -146,7 +146,7 @@ class Population(nn.Module):
             ...) may be a scalar or one value per network; a structural setting (bias,
             nonlinearity, num_layers) must be shared.
 
-    Parameters: ``cell_params.<name>`` (P, ...) for each of the cell's parameters (dots in
+    Registered tensors: ``cell_params.<name>`` (P, ...) for each of the cell's parameters (dots in
     the cell's names become ``__``), ``weight_out`` (P, O, H), ``bias_out`` (P, O); the
     constants are buffers ``cell_constants.<name>`` (P,).
     """

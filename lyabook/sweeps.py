@@ -230,6 +230,8 @@ SWEEPS = {
 
 
 def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[Job]:
+    """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"); data are
+    loaded only when a job is built."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
     if not isinstance(profile, str) or profile not in PROFILES:
@@ -307,7 +309,7 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
 
 def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, data_dir=None,
            epochs: int | None = None) -> int:
-    """Run sweep ``name`` as one ``lyabook sweep --shard i/n`` process per GPU (n = ``gpus``, default
+    """Run sweep ``name`` as one ``lyabook sweep NAME --shard i/n`` process per GPU (n = ``gpus``, default
     every visible GPU; each sees only its own through CUDA_VISIBLE_DEVICES); returns the worst
     exit status. Shards whose networks split a job merge their records when the last finishes."""
     jobs(name, profile, data_dir)  # a bad name or profile: one error here, not one per process

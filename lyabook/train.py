@@ -332,8 +332,9 @@ class RunRecords:
         return records
 
     def check_resumable(self, n_records: int, epochs: int) -> None:
-        """Before any long work: records that stop short of ``epochs`` need ``state.pt``; without
-        it (a fresh clone: checkpoints are not committed) say in one line what to do."""
+        """Before any long work: if the records stop short of ``epochs``, ``state.pt`` must exist;
+        if it is missing (a fresh clone: checkpoints are not committed), this raises a one-line
+        error saying what to do."""
         if 0 < n_records <= epochs and not (self.dir / "state.pt").is_file():
             last = n_records - 1
             raise RuntimeError(f"{self.dir}: the records end at epoch {last} but state.pt (the checkpoint to continue "
