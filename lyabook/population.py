@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 from .lyapunov import _as_int, lyapunov_spectrum
 from .rnn import CELLS, RecurrentCell
 
-__all__ = ["Population", "Network", "PopulationAdam", "population_exponents", "PopulationSpectrum",
+__all__ = ["Population", "Network", "PopulationAdam", "PopulationAdagrad", "population_exponents", "PopulationSpectrum",
            "per_network", "shard_range"]
 
 
@@ -139,7 +139,12 @@ class Population(nn.Module):
         cell_class: RNN, LSTM, GRU, ASRNN, CoRNN, LipschitzRNN, NoisyRNN or LEM.
         n_networks: the number of networks, P.
         input_size, hidden_size, output_size: sizes shared by the population.
-        init_p: half-width p of U(-p, p) for every parameter (read-out included), scalar or (P,).
+        init_p: half-width p of U(-p, p) for every parameter (read-out included), scalar or (P,);
+            with ``init``, the scale handed to it.
+        init: None (U(-p, p) for every parameter), or ``init(name, shape, p, generator) -> tensor``
+            giving each parameter's initial value: ``name`` is "cell.<parameter>" or
+            "readout.weight" / "readout.bias", ``p`` network i's ``init_p``, ``generator`` network
+            i's own (e.g. the ASRNN grid's N(0, 1) input and N(0, p^2 / n) recurrent weights).
         seed: network i's weights depend only on (seed, i): the same in any population or shard.
         dropout: dropout rate on the cell's outputs before the read-out, scalar or (P,).
         **cell_kwargs: the cell's own arguments. A constant (eps, gamma, dt, beta, sigma_add,
@@ -152,7 +157,7 @@ class Population(nn.Module):
     """
 
     def __init__(self, cell_class: type, n_networks: int, input_size: int, hidden_size: int, output_size: int, *,
-                 init_p=0.08, seed: int = 0, dropout=0.0, **cell_kwargs):
+                 init_p=0.08, seed: int = 0, dropout=0.0, init=None, **cell_kwargs):
         super().__init__()
         if not (isinstance(cell_class, type) and issubclass(cell_class, tuple(CELLS.values()))):
             # a base class such as RecurrentCell builds, but has no parameters and no map
@@ -169,6 +174,9 @@ class Population(nn.Module):
         self.cell_class, self.n_networks, self.first_network = cell_class, P, 0
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.seed = seed
+        if init is not None and not callable(init):
+            raise TypeError(f"init must be None or a function init(name, shape, p, generator), got {type(init).__name__}")
+        self.init = init
         self.init_p = per_network(init_p, P, "init_p", minimum=0.0)  # the half-width of U(-p, p)
         self.dropout = per_network(dropout, P, "dropout")
         if ((self.dropout < 0) | (self.dropout >= 1)).any():
@@ -219,14 +227,22 @@ class Population(nn.Module):
                 for k, v in self.cell_kwargs.items()}
 
     def _build(self, i: int) -> Network:
-        """Network i as initialized: every parameter ~ U(-p_i, p_i) from its own generator."""
+        """Network i as initialized: every parameter ~ U(-p_i, p_i), or ``init``'s, from its own generator."""
         cell = self.cell_class(self.input_size, self.hidden_size, **self._kwargs(i))
         net = Network(cell, nn.Linear(self.hidden_size, self.output_size), float(self.dropout[i]))
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
         p = float(self.init_p[i])
+        init = getattr(self, "init", None)
         with torch.no_grad():
-            for prm in net.parameters():
-                prm.copy_((torch.rand(prm.shape, generator=g) * 2 - 1) * p)
+            for name, prm in net.named_parameters():
+                if init is None:
+                    prm.copy_((torch.rand(prm.shape, generator=g) * 2 - 1) * p)
+                    continue
+                value = torch.as_tensor(init(name, tuple(prm.shape), p, g))
+                if value.shape != prm.shape or not bool(torch.isfinite(value).all()):
+                    raise ValueError(f"init({name!r}, {tuple(prm.shape)}, ...) must return a finite tensor of that "
+                                     f"shape, got {tuple(value.shape)}")
+                prm.copy_(value)
         return net
 
     def network(self, i: int) -> Network:
@@ -252,7 +268,8 @@ class Population(nn.Module):
         a, b = ids.start, ids.stop
         sub = Population.__new__(Population)
         nn.Module.__init__(sub)
-        for k in ("cell_class", "input_size", "hidden_size", "output_size", "seed", "_names", "_constant_names", "_varying"):
+        for k in ("cell_class", "input_size", "hidden_size", "output_size", "seed", "_names", "_constant_names", "_varying",
+                  "init"):
             setattr(sub, k, getattr(self, k))
         object.__setattr__(sub, "_cell", self._cell)
         sub.n_networks = b - a
@@ -342,6 +359,28 @@ class Population(nn.Module):
                             f"other ({name}.to({w.dtype}), or population.to({t.dtype}))")
         if t.device != w.device:
             raise ValueError(f"{name} are on {t.device} but the population is on {w.device}: move one to the other")
+
+    def jacobians(self, states: torch.Tensor, inputs: torch.Tensor, convention: str = "full") -> torch.Tensor:
+        """Each network's Jacobian at given points: states (P, B, state_dim), inputs (P, B, I) ->
+        (P, B, m, m) (m = tangent dimension of ``convention``), in eval mode; e.g. the ASRNN
+        eigenvalues of Eq. 3.4 at a random input and hidden state (`torch.linalg.eigvals`)."""
+        d = self._cell.state_dim
+        if not (torch.is_tensor(states) and torch.is_tensor(inputs) and states.ndim == 3 and inputs.ndim == 3
+                and states.shape[:2] == inputs.shape[:2] and states.shape[0] == self.n_networks
+                and states.shape[2] == d and inputs.shape[2] == self.input_size):
+            raise ValueError(f"states must be ({self.n_networks}, B, {d}) and inputs ({self.n_networks}, B, "
+                             f"{self.input_size}), got {getattr(states, 'shape', states)} and {getattr(inputs, 'shape', inputs)}")
+        self._check_like_weights("states", states)
+        self._check_like_weights("inputs", inputs)
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                system = _System(self, self.cell_tensors(), convention)
+                _, J = system.step_and_jacobian(states.flatten(0, 1), inputs.flatten(0, 1))
+        finally:
+            self.train(was)
+        return J.reshape(self.n_networks, states.shape[1], *J.shape[1:])
 
     def random_draws(self, inputs: torch.Tensor) -> dict:
         """A training step's random numbers: "dropout", inverted-dropout masks (P, B, T, H) or
@@ -516,15 +555,11 @@ def _runs(keep, size: int):
     return runs
 
 
-class PopulationAdam(torch.optim.Optimizer):
-    """Adam (Kingma & Ba) with one learning rate per network.
+class _PerNetworkOptimizer(torch.optim.Optimizer):
+    """An optimizer whose learning rate is one value per network (the population is dim 0 of
+    every parameter), kept on the device so that a step can be captured in a CUDA graph."""
 
-    Every parameter has the population in dim 0; ``lr`` is (P,). Updates are elementwise,
-    so each network's trajectory equals plain Adam on that network alone (hand-written:
-    torch's Adam takes one learning rate per parameter group, not per slice).
-    """
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params, defaults: dict):
         params = list(params)
         if not params or not all(torch.is_tensor(p) for p in params):
             raise ValueError("params must be one or more tensors (a population's parameters), got "
@@ -532,13 +567,15 @@ class PopulationAdam(torch.optim.Optimizer):
         if any(p.ndim == 0 for p in params) or len({p.shape[0] for p in params}) != 1:
             raise ValueError("params must all have the population in dim 0 (the same number of networks), got shapes "
                              f"{sorted({tuple(p.shape) for p in params})}")
-        P = params[0].shape[0]
-        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
-                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
-            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        super().__init__(params, dict(lr=per_network(lr, P, "lr", minimum=0.0), betas=tuple(betas), eps=eps))
+        defaults["lr"] = per_network(defaults["lr"], params[0].shape[0], "lr", minimum=0.0)
+        if "eps" in defaults and (isinstance(defaults["eps"], bool) or not isinstance(defaults["eps"], numbers.Real)
+                                  or not 0 <= defaults["eps"] < math.inf):
+            raise ValueError(f"eps must be a finite number >= 0, got {defaults['eps']!r}")
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _lr_state(group, p):
+        return group["lr"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.ndim - 1)))
 
     def set_lr(self, lr) -> None:
         """Set every network's learning rate (scalar or (P,)), in place where the step reads it
@@ -548,6 +585,21 @@ class PopulationAdam(torch.optim.Optimizer):
             for p in group["params"]:
                 if "lr" in self.state[p]:
                     self.state[p]["lr"].copy_(group["lr"].view(-1, *([1] * (p.ndim - 1))))
+
+
+class PopulationAdam(_PerNetworkOptimizer):
+    """Adam (Kingma & Ba) with one learning rate per network.
+
+    Every parameter has the population in dim 0; ``lr`` is (P,). Updates are elementwise,
+    so each network's trajectory equals plain Adam on that network alone (hand-written:
+    torch's Adam takes one learning rate per parameter group, not per slice).
+    """
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")  # b = 1: NaN weights
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -564,7 +616,7 @@ class PopulationAdam(torch.optim.Optimizer):
                     st["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
                     st["m"] = torch.zeros_like(p)
                     st["v"] = torch.zeros_like(p)
-                    st["lr"] = group["lr"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.ndim - 1)))
+                    st["lr"] = self._lr_state(group, p)
                 st["step"] += 1
                 t = st["step"]
                 st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
@@ -572,4 +624,27 @@ class PopulationAdam(torch.optim.Optimizer):
                 step_size = st["lr"] / (1 - b1**t)
                 denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
                 p.sub_(step_size * st["m"] / denom)
+        return loss
+
+
+class PopulationAdagrad(_PerNetworkOptimizer):
+    """Adagrad (Duchi et al.; torch's, without learning-rate decay) with one learning rate per
+    network: ``sum += g^2``, ``p -= lr g / (sqrt(sum) + eps)`` (the ASRNN grid of Sec. 3.1)."""
+
+    def __init__(self, params, lr, eps=1e-10):
+        super().__init__(params, dict(lr=lr, eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["sum"] = torch.zeros_like(p)
+                    st["lr"] = self._lr_state(group, p)
+                st["sum"].addcmul_(p.grad, p.grad)
+                p.sub_(st["lr"] * p.grad / (st["sum"].sqrt() + group["eps"]))
         return loss

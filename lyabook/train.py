@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .population import Population, PopulationAdam, per_network, population_exponents, shard_range
+from .population import (Population, PopulationAdam, _PerNetworkOptimizer, per_network, population_exponents,
+                         shard_range)
 from .rnn import LSTM
 
 __all__ = ["PopulationLSTM", "train_population", "check_run", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
@@ -69,12 +70,19 @@ def run_settings(model: Population, train_batches, valid_batches, spectrum_input
     encoded = (encode or (lambda x: x))(first_x[:1])  # what encode makes of the data (one-hot size, dtype, ...)
     return {"trainer": TRAINER_VERSION, "task": task, "dtype": str(model.weight_out.dtype).replace("torch.", ""),
             "encoded_inputs": _digest([encoded]),
-            "model": {"cell": model.cell_class.__name__, "networks": model.n_networks,
+            "model": {"cell": model.cell_class.__name__, "networks": model.n_networks, "init": _init_name(model),
                       "sizes": [model.input_size, model.hidden_size, model.output_size], "cell_kwargs": kwargs,
                       "init_p": model.init_p.tolist(), "dropout": model.dropout.tolist(), "seed": model.seed},
             "train": _data_settings(train_batches), "valid": _data_settings(valid_batches),
             "spectrum": None if spectrum_inputs is None else {"inputs": _digest([spectrum_inputs]), "warmup": spectrum_warmup,
                                                               "conventions": list(spectrum_conventions)}}
+
+
+def _init_name(model) -> str:
+    """"uniform" (U(-p, p)) or the custom init function's module and name (its code is not hashed:
+    rename a changed init function, or put its settings in the config)."""
+    init = getattr(model, "init", None)
+    return "uniform" if init is None else f"{getattr(init, '__module__', '?')}.{getattr(init, '__qualname__', repr(init))}"
 
 
 def run_hash(config: dict, settings: dict, lr_decay: float, decay_after: int) -> str:
@@ -497,7 +505,8 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
                      spectrum_conventions=("full",), encode=None, progress: bool = True,
                      spectrum_method: str = "auto", time_limit_s: float | None = None,
-                     shard: tuple[int, int] | None = None) -> list[dict]:
+                     shard: tuple[int, int] | None = None, optimizer: type = PopulationAdam,
+                     spectrum_epochs=None) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
@@ -518,6 +527,9 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
     ``time_limit_s``: stop after the first epoch that ends past this many seconds (a GPU
     session's budget); a rerun resumes.
+    ``optimizer``: `PopulationAdam` (default) or `lyabook.population.PopulationAdagrad`, one
+    learning rate per network. ``spectrum_epochs``: the epochs whose spectra are computed
+    (default: every epoch), e.g. only the last of a long run.
     ``shard=(i, n)``: train only networks `lyabook.population.shard_range` (P, (i, n)) into
     ``out_dir/<hash>/shard-<i>-of-<n>`` (the hash is the whole population's); when every shard
     has finished an epoch, `merge_shards` writes the population's records, equal to an
@@ -528,6 +540,14 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     from .progress import bar as progress_bar  # on the terminal, never in a notebook's outputs
 
     epochs = _as_int("epochs", epochs, 0)
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (JSON-serializable), got {type(config).__name__}")
+    if not (isinstance(optimizer, type) and issubclass(optimizer, _PerNetworkOptimizer)):
+        raise TypeError(f"optimizer must be PopulationAdam or PopulationAdagrad (a class), got {optimizer!r}")
+    if spectrum_epochs is not None:
+        spectrum_epochs = sorted({_as_int("spectrum_epochs", e, 0) for e in spectrum_epochs})
+    config = {**config, **({"optimizer": optimizer.__name__} if optimizer is not PopulationAdam else {}),
+              **({"spectrum_epochs": spectrum_epochs} if spectrum_epochs is not None else {})}
     settings, h, run_dir, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay,
                                                 decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions,
                                                 shard, encode)
@@ -544,7 +564,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         return done
     records.check_resumable(len(done), epochs)  # before any long work
     dev = model.weight_out.device
-    opt = PopulationAdam(model.parameters(), lr=lrs)
+    opt = optimizer(model.parameters(), lr=lrs)
     if done:
         state = records.load_checkpoint(dev, len(done) - 1)
         done = done[: state["epoch"] + 1]  # killed between an epoch's record and its checkpoint: redo that epoch
@@ -574,7 +594,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         rec = {"epoch": e, "train_loss": train_loss, "valid_loss": valid_loss.tolist(),
                "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train,
                "diverged": [i for i in range(model.n_networks) if not finite[i]]}
-        if spectrum_inputs is not None:
+        if spectrum_inputs is not None and (spectrum_epochs is None or e in spectrum_epochs):
             spec_in = (encode or (lambda x: x))(spectrum_inputs.to(dev))
             rec.update(epoch_spectra(model, spec_in, spectrum_warmup, spectrum_conventions, methods, finite.tolist()))
         prov = {**prov_run, **provenance(None, dev), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}

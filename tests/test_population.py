@@ -257,3 +257,60 @@ def test_random_draws_have_the_asked_statistics_and_differ_between_networks_and_
     alone = pop.subset(range(1, 2))
     alone.draw_count.zero_()
     torch.testing.assert_close(alone.random_draws(x)["noise"][0], first["noise"][1], atol=0, rtol=0)
+
+
+def test_population_adagrad_equals_torch_adagrad_for_each_network():
+    pop = _population("ASRNN")
+    x, y = _data()
+    lrs = [0.1, 0.3, 1.0]
+    alone = [pop.network(i) for i in range(P)]
+    from lyabook.population import PopulationAdagrad
+
+    opt = PopulationAdagrad(pop.parameters(), lr=lrs)
+    for _ in range(3):
+        opt.zero_grad()
+        _loss(pop(x)[0], y.expand(P, -1), "classification")[0].sum().backward()
+        opt.step()
+    for i, net in enumerate(alone):
+        o = torch.optim.Adagrad(net.parameters(), lr=lrs[i], eps=1e-10)
+        for _ in range(3):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
+            o.step()
+        for (n, a), (_, b) in zip(pop.network(i).state_dict().items(), net.state_dict().items()):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"network {i}: {n}")
+
+
+def test_a_custom_initialization_sets_each_network_from_its_own_generator_and_scale():
+    def init(name, shape, p, g):  # the ASRNN grid's: N(0, 1) inputs, N(0, p^2 / n) recurrent, zero elsewhere
+        if name.endswith("weight_ih_l0"):
+            return torch.randn(shape, generator=g)
+        if name.endswith("weight_hh_l0"):
+            return torch.randn(shape, generator=g) * p / math.sqrt(shape[0])
+        return torch.zeros(shape)
+
+    import math
+
+    pop = Population(rnn.ASRNN, 2, 3, 200, 2, init_p=[1.0, 8.0], seed=4, init=init)
+    W = pop.cell_params.weight_hh_l0
+    assert abs(float(W[1].std() / W[0].std()) - 8) < 0.3 and abs(float(pop.cell_params.weight_ih_l0.std()) - 1) < 0.05
+    assert float(pop.weight_out.abs().max()) == 0
+    again = Population(rnn.ASRNN, 2, 3, 200, 2, init_p=[1.0, 8.0], seed=4, init=init)
+    assert torch.equal(again.cell_params.weight_hh_l0, W)
+    with pytest.raises(ValueError, match="init"):
+        Population(rnn.ASRNN, 2, 3, 4, 2, init=lambda name, shape, p, g: torch.zeros(1))
+    with pytest.raises(TypeError, match="init"):
+        Population(rnn.ASRNN, 2, 3, 4, 2, init="normal")
+
+
+def test_jacobians_at_given_points_are_each_networks_and_give_asrnn_eigenvalues():
+    pop = _population("ASRNN")
+    states = torch.randn(P, 2, H, dtype=torch.float64)
+    inputs = torch.randn(P, 2, I, dtype=torch.float64)
+    J = pop.jacobians(states, inputs)
+    for i in range(P):
+        torch.testing.assert_close(J[i], pop.network(i).cell.eval().jacobian(states[i], inputs[i]), atol=1e-12, rtol=0)
+    eig = torch.linalg.eigvals(J)
+    assert eig.shape == (P, 2, H)
+    with pytest.raises(ValueError, match="states"):
+        pop.jacobians(states[:, :, :2], inputs)

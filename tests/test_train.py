@@ -349,3 +349,20 @@ def test_bad_training_arguments_are_named_before_any_work(tmp_path, bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         train_population(model, train, batches[2:], **kw)
     assert not any(tmp_path.rglob("epoch_*.json"))
+
+
+def test_adagrad_and_spectra_of_chosen_epochs_are_part_of_the_run(tmp_path):
+    from lyabook.population import PopulationAdagrad
+    from lyabook.train import train_population
+
+    model, batches, onehot = _tiny_task()
+    spec = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
+    kw = dict(lr=[0.1, 0.5], config={"task": "tiny-adagrad"}, encode=onehot, out_dir=tmp_path, progress=False,
+              spectrum_inputs=spec)
+    recs = train_population(model, batches[:2], batches[2:], epochs=3, optimizer=PopulationAdagrad, spectrum_epochs=[3], **kw)
+    assert ["exponents" in r for r in recs] == [False, False, False, True]
+    assert recs[3]["valid_loss"][0] < recs[0]["valid_loss"][0]  # Adagrad learns the copy task
+    other = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, **kw)  # Adam, every epoch's spectra
+    assert len(list(tmp_path.iterdir())) == 2 and "exponents" in other[0]
+    with pytest.raises(TypeError, match="optimizer"):
+        train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, optimizer=torch.optim.SGD, **kw)
