@@ -26,6 +26,17 @@ Sweeps:
   published numbers came from the code, which keeps 20 % (``keep_amt = 0.2``, spec section 7).
   Spectra of every epoch on 15 validation sequences of 100 characters, warm-up over the
   sequence and measured over it again (the authors' setting), full state and h-block.
+* ``asrnn``: Figs. 3.2-3.4: 315 antisymmetric RNNs of 128 units, the grid sigma in {1, 2, 4, 8,
+  16} (the text's six values give 378 networks, not its 315; 315 = 5 x 3 x 3 x 7 and "35 networks
+  each" = 5 sigma x 7 lr, so one sigma was not used; we drop 0, a network without recurrence),
+  eps in {0.01, 0.1, 1}, gamma in {0.001, 0.01, 0.1}, Adagrad with lr in {0.1, ..., 1} (7
+  values), batch 128, 142 epochs of 352 batches (50,000 iterations) on row-wise MNIST split
+  75/25; input weights N(0, 1) and recurrent W N(0, sigma^2 / n) as the text says (the authors'
+  code: std 1/d and sigma/n). Validation loss of every epoch; at the last epoch the spectrum
+  (20 sequences of 36 validation images' rows, 500 warm-up and 500 measured steps) and the
+  eigenvalues of the Jacobian (Eq. 3.4) at a random input row and hidden state per network.
+  Row-wise, not pixel-wise: the text does not say, and 50,000 pixel-wise iterations of 315
+  networks would take about an hour of one GPU.
 * ``force``: task A: 120 FORCE-trained rank-1 networks of 512 units for each g in 1.1, 1.2,
   ..., 2.0 (`lyabook.force`; the text's grid, without the authors' duplicated g = 1.1), 15
   epochs, validation MAE after each; spectra (per unit time, with the correct closed-loop
@@ -35,6 +46,7 @@ Sweeps:
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -142,6 +154,77 @@ def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0)
     return out
 
 
+ASRNN_GRID = {"sigma": [1, 2, 4, 8, 16], "eps": [0.01, 0.1, 1.0], "gamma": [0.001, 0.01, 0.1],
+              "lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0]}
+ASRNN_PROFILES = {
+    "full": {"grid": ASRNN_GRID, "hidden": 128, "epochs": 142, "train_images": None, "batch": 128, "le_sequences": 20,
+             "le_images": 36, "le_warmup": 500, "le_steps": 500},
+    "smoke": {"grid": {"sigma": [1, 8], "eps": [0.1, 1.0], "gamma": [0.01], "lr": [0.1, 0.5]}, "hidden": 6, "epochs": 1,
+              "train_images": 512, "batch": 64, "le_sequences": 2, "le_images": 2, "le_warmup": 20, "le_steps": 20},
+}
+
+
+def asrnn_grid_init(name, shape, p, g):
+    """The text's ASRNN initialization (Sec. 3.1): input weights N(0, 1), recurrent W N(0, p^2 / n)
+    with p = sigma, biases 0, read-out as torch's default U(-1/sqrt(n), 1/sqrt(n))."""
+    if name == "cell.weight_ih_l0":
+        return torch.randn(shape, generator=g)
+    if name == "cell.weight_hh_l0":
+        return torch.randn(shape, generator=g) * p / math.sqrt(shape[0])
+    if name == "readout.weight":
+        return (torch.rand(shape, generator=g) * 2 - 1) / math.sqrt(shape[1])
+    return torch.zeros(shape)
+
+
+def asrnn_eigenvalues(model) -> "np.ndarray":
+    """(P, n, 2): real and imaginary parts of each network's Jacobian eigenvalues (Eq. 3.4) at one
+    random point: an input row of 28 pixels in [0, 1) and a hidden state in U(-1, 1), both drawn
+    from the network's own id (the same in any shard)."""
+    pts = []
+    for nid in model.network_ids.tolist():
+        g = torch.Generator().manual_seed(int(nid) + 99_991)
+        pts.append((torch.rand(model.hidden_size, generator=g) * 2 - 1, torch.rand(model.input_size, generator=g)))
+    ref = model.weight_out
+    h = torch.stack([p[0] for p in pts]).to(ref).unsqueeze(1)
+    u = torch.stack([p[1] for p in pts]).to(ref).unsqueeze(1)
+    eig = torch.linalg.eigvals(model.jacobians(h, u)[:, 0].double()).cpu()
+    return torch.stack([eig.real, eig.imag], -1).numpy()
+
+
+def _asrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]:
+    from . import data
+    from .population import Population, PopulationAdagrad
+
+    prof = ASRNN_PROFILES[profile_name]
+    grid = prof["grid"]
+    combos = [(s_, e, g, lr) for s_ in grid["sigma"] for e in grid["eps"] for g in grid["gamma"] for lr in grid["lr"]]
+
+    def build():
+        mnist = data.load_mnist(data_dir)
+        x, y = mnist["train"]
+        if prof["train_images"]:
+            x, y = x[: prof["train_images"]], y[: prof["train_images"]]
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        n_train = int(0.75 * len(x))
+        seqs = data.mnist_sequences(x, "row")
+        tr, va = perm[:n_train], perm[n_train:]
+        train = data.batches(seqs[tr], y[tr], prof["batch"], shuffle_seed=seed)
+        valid = data.batches(seqs[va], y[va], prof["batch"])
+        k, n = prof["le_images"], prof["le_sequences"]
+        le = seqs[va[: k * n]].reshape(n, k * seqs.shape[1], seqs.shape[2])  # k images' rows back to back
+        steps = prof["le_warmup"] + prof["le_steps"]
+        pop = Population(rnn.ASRNN, len(combos), 28, prof["hidden"], 10, seed=seed, init=asrnn_grid_init,
+                         init_p=[c[0] for c in combos], eps=[c[1] for c in combos], gamma=[c[2] for c in combos]).to(device)
+        kwargs = dict(epochs=prof["epochs"], lr=[c[3] for c in combos], task="classification", lr_decay=1.0,
+                      optimizer=PopulationAdagrad, spectrum_epochs=[prof["epochs"]],
+                      config={"sweep": "asrnn", "profile": profile_name, "grid": grid, "train_fraction": 0.75},
+                      spectrum_inputs=le[:, :steps], spectrum_warmup=prof["le_warmup"],
+                      extras={"eigenvalues": asrnn_eigenvalues})
+        return pop, train, valid, kwargs
+
+    return [Job("asrnn-grid", len(combos), build)]
+
+
 FORCE_VERSION = 1  # bumped when a change to lyabook.force or this job changes its numbers
 FORCE_PROFILES = {
     "full": {"networks": 120, "g": [round(1.1 + 0.1 * k, 1) for k in range(10)], "units": 512, "epochs": 15,
@@ -226,6 +309,7 @@ SWEEPS = {
     "smnist-permuted": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "permuted"),
     "charrnn": _charrnn_jobs,
     "force": _force_jobs,
+    "asrnn": _asrnn_jobs,
 }
 
 

@@ -506,7 +506,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
                      spectrum_conventions=("full",), encode=None, progress: bool = True,
                      spectrum_method: str = "auto", time_limit_s: float | None = None,
                      shard: tuple[int, int] | None = None, optimizer: type = PopulationAdam,
-                     spectrum_epochs=None) -> list[dict]:
+                     spectrum_epochs=None, extras: dict | None = None) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
@@ -530,6 +530,9 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     ``optimizer``: `PopulationAdam` (default) or `lyabook.population.PopulationAdagrad`, one
     learning rate per network. ``spectrum_epochs``: the epochs whose spectra are computed
     (default: every epoch), e.g. only the last of a long run.
+    ``extras``: {name: function(model) -> array (P, ...)} computed when the spectra are (e.g. the
+    ASRNN Jacobian's eigenvalues) and stored in the record as arrays under ``name``; a function's
+    module and name are part of the run's identity.
     ``shard=(i, n)``: train only networks `lyabook.population.shard_range` (P, (i, n)) into
     ``out_dir/<hash>/shard-<i>-of-<n>`` (the hash is the whole population's); when every shard
     has finished an epoch, `merge_shards` writes the population's records, equal to an
@@ -546,8 +549,14 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         raise TypeError(f"optimizer must be PopulationAdam or PopulationAdagrad (a class), got {optimizer!r}")
     if spectrum_epochs is not None:
         spectrum_epochs = sorted({_as_int("spectrum_epochs", e, 0) for e in spectrum_epochs})
+    extras = dict(extras or {})
+    for name, fn in extras.items():
+        if not callable(fn) or not isinstance(name, str) or name.startswith(("exponents", "spectrum_")):
+            raise TypeError(f"extras must map names (not exponents*/spectrum_*) to functions of the model, got {name!r}: {fn!r}")
     config = {**config, **({"optimizer": optimizer.__name__} if optimizer is not PopulationAdam else {}),
-              **({"spectrum_epochs": spectrum_epochs} if spectrum_epochs is not None else {})}
+              **({"spectrum_epochs": spectrum_epochs} if spectrum_epochs is not None else {}),
+              **({"extras": {k: f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
+                             for k, f in sorted(extras.items())}} if extras else {})}
     settings, h, run_dir, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay,
                                                 decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions,
                                                 shard, encode)
@@ -594,9 +603,16 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         rec = {"epoch": e, "train_loss": train_loss, "valid_loss": valid_loss.tolist(),
                "valid_accuracy": None if valid_acc is None else valid_acc.tolist(), "train_time_s": t_train,
                "diverged": [i for i in range(model.n_networks) if not finite[i]]}
-        if spectrum_inputs is not None and (spectrum_epochs is None or e in spectrum_epochs):
-            spec_in = (encode or (lambda x: x))(spectrum_inputs.to(dev))
-            rec.update(epoch_spectra(model, spec_in, spectrum_warmup, spectrum_conventions, methods, finite.tolist()))
+        if spectrum_epochs is None or e in spectrum_epochs:
+            if spectrum_inputs is not None:
+                spec_in = (encode or (lambda x: x))(spectrum_inputs.to(dev))
+                rec.update(epoch_spectra(model, spec_in, spectrum_warmup, spectrum_conventions, methods, finite.tolist()))
+            for name, fn in extras.items():
+                value = np.asarray(fn(model))
+                if value.ndim < 1 or value.shape[0] != model.n_networks:
+                    raise ValueError(f"extras[{name!r}] must return one row per network ({model.n_networks}), "
+                                     f"got shape {value.shape}")
+                rec[name] = value
         prov = {**prov_run, **provenance(None, dev), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
         records.commit(e, rec, prov, {"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "lr": opt.param_groups[0]["lr"], **_rng_state(model, dev)})

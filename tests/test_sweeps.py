@@ -106,3 +106,27 @@ def test_force_sweep_saves_each_g_whole_and_skips_finished_jobs(tmp_path, capsys
     before = files[0].stat().st_mtime_ns
     assert cli.main(["sweep", "force", *args]) == 0
     assert files[0].stat().st_mtime_ns == before and len(list(tmp_path.glob("*/*/force.json"))) == 2
+
+
+def test_asrnn_grid_records_eigenvalues_and_its_shards_merge_into_the_unsharded_run(tmp_path, monkeypatch):
+    """Figs. 3.2-3.4's grid: per-network eps, gamma, sigma and Adagrad learning rate; the
+    eigenvalues recorded as an extra merge across shards like the spectra."""
+    import numpy as np
+
+    from lyabook import data
+    from lyabook.results import load_results
+
+    g = torch.Generator().manual_seed(0)
+    fake = {"train": (torch.randint(0, 256, (512, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (512,), generator=g))}
+    monkeypatch.setattr(data, "load_mnist", lambda root=None, download=True: fake)
+    args = ["--profile", "smoke", "--device", "cpu", "--quiet"]
+    assert cli.main(["sweep", "asrnn", "--out", str(tmp_path / "whole"), *args]) == 0
+    for i in (1, 0):
+        assert cli.main(["sweep", "asrnn", "--shard", f"{i}/2", "--out", str(tmp_path / "sharded"), *args]) == 0
+    whole = load_results(next((tmp_path / "whole").glob("asrnn-grid/*/epoch_001.json")))["results"]
+    merged = load_results(next((tmp_path / "sharded").glob("asrnn-grid/*/epoch_001.json")))["results"]
+    assert whole["eigenvalues"].shape == (8, 6, 2) and "exponents" in whole
+    assert np.array_equal(whole["eigenvalues"], merged["eigenvalues"]) and whole["valid_loss"] == merged["valid_loss"]
+    assert np.array_equal(whole["exponents"], merged["exponents"])
+    epoch0 = load_results(next((tmp_path / "whole").glob("asrnn-grid/*/epoch_000.json")))["results"]
+    assert "exponents" not in epoch0 and "eigenvalues" not in epoch0  # only the last epoch's
