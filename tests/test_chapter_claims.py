@@ -172,3 +172,17 @@ def test_mocap_claim_is_judged_without_the_exponents_rounding_sets(training):
     assert len(m["mean_exponent_resolved"]) == len(m["p"])
     assert all(a >= b - 1e-9 for a, b in zip(m["mean_exponent_resolved"], m["mean_exponent"]))  # clipped at ln u
     assert abs(m["ln_u"] - (-36.7368)) < 1e-3
+
+
+def test_errata_chapter3_code_variants_and_how_much_they_change_the_spectra():
+    """Paired along the same trajectories: coRNN's swapped state and the target-learning Jacobian
+    move lambda_max by more than 3 standard errors; ASRNN's transposed Jacobian without bias
+    moves it by less than 0.01 per step (its linear part has the same spectrum either way);
+    lyabook.force gives the map's spectrum; the code's SMNIST loss is the cross-entropy / 100."""
+    ev = _load("00_errata")["chapter3"]
+    for name in ("cornn", "target_learning"):
+        assert abs(ev[name]["paired_diff"]) > 3 * ev[name]["paired_stderr"], name
+    assert abs(ev["asrnn"]["paired_diff"]) < 0.01 and ev["asrnn"]["max_abs_diff"] < 0.01
+    tl = ev["target_learning"]
+    assert abs(tl["lambda_max"] - tl["lambda_max_force_module"]) < 1e-9
+    assert ev["smnist_loss_ratio"] == pytest.approx(100)
