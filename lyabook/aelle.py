@@ -35,7 +35,8 @@ from torch import nn
 from .lyapunov import _as_int
 
 __all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "PredNet", "fit_prednet", "embed", "median_split", "best_threshold", "orthant_classifier",
-           "Scores", "scores", "bootstrap_interval"]
+           "Scores", "scores", "bootstrap_interval", "split_by_network", "split_by_row", "region_composition",
+           "shift_prediction", "to_level_set", "null_space", "decode", "predict"]
 
 
 # ------------------------------------------------------------------ spectra on a grid
@@ -260,6 +261,105 @@ def _tensors(input_size, name, x, y):
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise ValueError(f"x_{name} and y_{name} must be finite")
     return x, y
+
+
+# ------------------------------------------------------------------ splits (spec section 9)
+def split_by_network(network_ids, fractions=(0.2, 0.2, 0.6), seed: int = 0) -> list[np.ndarray]:
+    """Boolean row masks (train, validation, test, ...) that keep every row of a network (its
+    spectra at several epochs) in one split: networks, not rows, are drawn in ``fractions``.
+    (The authors split rows; the same network at other epochs then sits in the training set with
+    the same target, which flatters early-epoch prediction: `split_by_row` does that, to explain
+    their numbers.)"""
+    ids = np.asarray(network_ids).ravel()
+    uniq = np.unique(ids)
+    order = np.random.default_rng(_as_int("seed", seed, 0)).permutation(uniq)
+    bounds = _bounds(len(uniq), fractions)
+    return [np.isin(ids, order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def split_by_row(n_rows: int, fractions=(0.2, 0.2, 0.6), seed: int = 0) -> list[np.ndarray]:
+    """Boolean masks of a split over rows, as the authors' code split (network, epoch) rows."""
+    order = np.random.default_rng(_as_int("seed", seed, 0)).permutation(_as_int("n_rows", n_rows, 1))
+    bounds = _bounds(n_rows, fractions)
+    masks = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        m = np.zeros(n_rows, dtype=bool)
+        m[order[a:b]] = True
+        masks.append(m)
+    return masks
+
+
+def _bounds(n: int, fractions) -> list[int]:
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.ndim != 1 or len(f) < 2 or (f <= 0).any() or abs(f.sum() - 1) > 1e-9:
+        raise ValueError(f"fractions must be two or more positive numbers summing to 1, got {fractions!r}")
+    b = np.round(np.cumsum(f) * n).astype(int)
+    return [0, *b[:-1].tolist(), n]
+
+
+def region_composition(labels, in_region) -> dict:
+    """Table D5's two readings for a region (a boolean mask over networks): "composition", the
+    share of the region's networks that carry each label (columns sum to 1: what Table D5's
+    numbers are), and "fraction_in_region", the share of each label's networks in the region."""
+    lab, reg = np.asarray(labels).ravel(), np.asarray(in_region, dtype=bool).ravel()
+    if lab.shape != reg.shape:
+        raise ValueError(f"labels and in_region must have one entry per network, got {lab.shape} and {reg.shape}")
+    out = {"composition": {}, "fraction_in_region": {}}
+    for v in np.unique(lab):
+        out["composition"][str(v)] = float((lab[reg] == v).mean()) if reg.any() else float("nan")
+        out["fraction_in_region"][str(v)] = float(reg[lab == v].mean())
+    return out
+
+
+# ------------------------------------------------------------------ moving latents (spec section 10)
+def shift_prediction(model: AeLLE, latents, delta: float) -> torch.Tensor:
+    """Latents moved by the smallest step that changes the predictor's linear output by ``delta``:
+    z + delta theta / |theta|^2 (theta the predictor's weights; with ``squash`` the change is
+    in the logit, as the authors' code moved it)."""
+    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    theta = model.predictor.weight.detach()[0]
+    return z + float(delta) * theta / theta.dot(theta)
+
+
+def to_level_set(model: AeLLE, latents, loss: float) -> torch.Tensor:
+    """Each latent projected (orthogonally, the nearest point) onto the set the predictor maps to
+    ``loss``: the affine hyperplane theta z + b = loss (logit(loss) with ``squash``). That set, not
+    the null space of theta (which predicts b), is "the latents that predict this loss"."""
+    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    target = float(loss)
+    if model.squash:
+        if not 0 < target < 1:
+            raise ValueError(f"with a sigmoid head the predicted loss lies in (0, 1), got {target!r}")
+        target = math.log(target / (1 - target))
+    theta, b = model.predictor.weight.detach()[0], float(model.predictor.bias.detach()[0])
+    return z + ((target - b - z @ theta) / theta.dot(theta)).unsqueeze(-1) * theta
+
+
+def null_space(model: AeLLE) -> torch.Tensor:
+    """(latent_size - 1, latent_size) orthonormal directions along which the prediction does not
+    change (the null space of theta)."""
+    theta = model.predictor.weight.detach().double()
+    _, _, vh = torch.linalg.svd(theta)
+    return vh[1:].float()
+
+
+def decode(model: AeLLE, latents) -> torch.Tensor:
+    """Spectra (n, input_size) decoded from latents (n, latent_size), in eval mode."""
+    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.decoder(z)
+    model.train(was)
+    return out
+
+
+def predict(model: AeLLE, latents) -> torch.Tensor:
+    """The predictor's loss (n,) for latents (n, latent_size)."""
+    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    with torch.no_grad():
+        out = model.predictor(z).squeeze(-1)
+    return torch.sigmoid(out) if model.squash else out
 
 
 # ------------------------------------------------------------------ embedding and classifiers

@@ -126,3 +126,44 @@ def test_prednet_is_the_authors_architecture_and_learns_a_linear_target():
     assert out["valid_mse"][-1] < 0.05 * np.var(y) and out["valid_prediction"].shape == (30,)
     with pytest.raises(ValueError, match="x_train"):
         aelle.fit_prednet(model, x[:, :7], y, x, y, iterations=1)
+
+
+def test_a_network_split_keeps_each_network_in_one_split_and_a_row_split_does_not():
+    ids = np.repeat(np.arange(50), 6)  # 50 networks x 6 epochs
+    masks = aelle.split_by_network(ids, (0.2, 0.2, 0.6), seed=1)
+    assert sum(m.sum() for m in masks) == len(ids) and not (masks[0] & masks[1]).any()
+    for m in masks:
+        assert all(m[ids == n].all() or not m[ids == n].any() for n in range(50))
+    assert [len(np.unique(ids[m])) for m in masks] == [10, 10, 30]
+    rows = aelle.split_by_row(len(ids), (0.2, 0.2, 0.6), seed=1)
+    shared = set(ids[rows[0]]) & set(ids[rows[2]])
+    assert len(shared) > 10  # the leak: the same networks in training and test
+    with pytest.raises(ValueError, match="fractions"):
+        aelle.split_by_network(ids, (0.5, 0.6))
+
+
+def test_region_composition_has_both_readings_of_table_d5():
+    arch = np.array(["LSTM"] * 4 + ["GRU"] * 6)
+    region = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 0], dtype=bool)
+    out = aelle.region_composition(arch, region)
+    assert out["composition"] == pytest.approx({"GRU": 1 / 3, "LSTM": 2 / 3})  # sums to 1 over the region
+    assert out["fraction_in_region"] == pytest.approx({"GRU": 1 / 6, "LSTM": 0.5})
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_moving_latents_along_the_predictor_and_the_level_set_it_maps_to_one_loss(squash):
+    model = aelle.AeLLE(8, hidden=(6,), latent_size=4, squash=squash, seed=3)
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    raw = lambda v: model.predictor(v).squeeze(-1).detach()
+    torch.testing.assert_close(raw(aelle.shift_prediction(model, z, 0.7)) - raw(z), torch.full((5,), 0.7), atol=1e-5, rtol=0)
+    target = 0.3
+    on = aelle.to_level_set(model, z, target)
+    torch.testing.assert_close(aelle.predict(model, on), torch.full((5,), target), atol=1e-5, rtol=0)
+    ns = aelle.null_space(model)
+    assert ns.shape == (3, 4)
+    torch.testing.assert_close(raw(on + 2.0 * ns[0]), raw(on), atol=1e-5, rtol=0)
+    # the null space of theta predicts the bias (or its sigmoid), not a zero loss
+    b = float(model.predictor.bias.detach()[0])
+    expect = torch.sigmoid(torch.tensor(b)) if squash else torch.tensor(b)
+    torch.testing.assert_close(aelle.predict(model, ns), expect.expand(3), atol=1e-5, rtol=0)
+    assert aelle.decode(model, on).shape == (5, 8)
