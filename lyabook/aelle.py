@@ -314,7 +314,7 @@ def region_composition(labels, in_region) -> dict:
 # ------------------------------------------------------------------ moving latents (spec section 10)
 def shift_prediction(model: AeLLE, latents, delta: float) -> torch.Tensor:
     """Latents moved by the smallest step that changes the predictor's linear output by ``delta``:
-    z + delta theta / |theta|^2 (theta the predictor's weights; with ``squash`` the change is
+    ``z + delta theta / |theta|^2`` (theta the predictor's weights; with ``squash`` the change is
     in the logit, as the authors' code moved it)."""
     z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
     theta = model.predictor.weight.detach()[0]
