@@ -181,10 +181,24 @@ class RecurrentCell(nn.Module):
         n = self.layer_dim
         top = (self.num_layers - 1) * n
         outs = []
-        for t in range(inputs.shape[1]):
-            x = self.step(x, inputs[:, t])
-            outs.append(x[:, top : top + self.hidden_size])
+        self._per_sequence = {}  # what does not change within a sequence (`_once`), computed once
+        try:
+            for t in range(inputs.shape[1]):
+                x = self.step(x, inputs[:, t])
+                outs.append(x[:, top : top + self.hidden_size])
+        finally:
+            self._per_sequence = None
         return torch.stack(outs, 1), x
+
+    def _once(self, key, compute):
+        """``compute()``, once per `unroll` (every step otherwise): e.g. ASRNN's W - W^T - gamma I,
+        which a step of training would otherwise rebuild, with its backward, T times."""
+        cache = getattr(self, "_per_sequence", None)
+        if cache is None:
+            return compute()
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
 
     def extra_repr(self):
         return (
@@ -434,7 +448,7 @@ class ASRNN(_Custom):
         return W - W.T - self.gamma * torch.eye(self.hidden_size, dtype=W.dtype, device=W.device)
 
     def _layer(self, l, h, u, jac, input_jac=False):
-        M = self.recurrent_matrix(l)
+        M = self._once(("M", l), lambda: self.recurrent_matrix(l))
         V = self._param("weight_ih", l)
         pre = h @ M.T + u @ V.T
         if self.bias:
@@ -533,7 +547,7 @@ class LipschitzRNN(_Custom):
                 self._structured(self._param("m_w", l), self.gamma_w))
 
     def _drift(self, l, h, u):
-        A, W = self.matrices(l)
+        A, W = self._once(("AW", l), lambda: self.matrices(l))
         U = self._param("weight_ih", l)
         pre = h @ W.T + u @ U.T
         if self.bias:

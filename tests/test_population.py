@@ -314,3 +314,24 @@ def test_jacobians_at_given_points_are_each_networks_and_give_asrnn_eigenvalues(
     assert eig.shape == (P, 2, H)
     with pytest.raises(ValueError, match="states"):
         pop.jacobians(states[:, :, :2], inputs)
+
+
+@pytest.mark.parametrize("name", ["ASRNN", "LipschitzRNN", "NoisyRNN"])
+def test_unroll_computes_per_sequence_matrices_once_and_equals_stepping(name):
+    """The structured recurrent matrices are built once per unroll; outputs and gradients equal
+    a plain loop over `step` (which builds them every step)."""
+    torch.manual_seed(0)
+    cell = rnn.CELLS[name](I, H).double().eval()
+    x = torch.randn(3, 7, I, dtype=torch.float64)
+    out, _ = cell.unroll(x)
+    g1 = torch.autograd.grad(out.square().sum(), list(cell.parameters()))
+    h, outs = cell.init_state(3), []
+    for t in range(7):
+        h = cell.step(h, x[:, t])
+        outs.append(h[:, :H])
+    ref = torch.stack(outs, 1)
+    g2 = torch.autograd.grad(ref.square().sum(), list(cell.parameters()))
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert cell._per_sequence is None  # nothing cached outside an unroll
