@@ -5,6 +5,7 @@ Main entry points: `lyapunov_spectrum` (the QR engine), `lyabook.systems` (maps,
 the Lorenz system) and `lyabook.rnn` (eight RNN cells with analytic Jacobians).
 """
 from .lyapunov import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum, orthonormalize
+from .clv import CLVResult, covariant_lyapunov_vectors
 from . import systems, rnn
 
 
@@ -26,6 +27,8 @@ __all__ = [
     "kaplan_yorke_dimension",
     "lyapunov_spectrum",
     "orthonormalize",
+    "covariant_lyapunov_vectors",
+    "CLVResult",
     "systems",
     "rnn",
     "__version__",

@@ -22,7 +22,7 @@ __all__ = ["step_gradients", "qr_trajectory", "jacobian_product", "alignment", "
 
 def step_gradients(cell, readout: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
                    state: torch.Tensor | None = None, weight: str = "module.weight_hh_l0") -> torch.Tensor:
-    """Delta V_t for every sample and step: (B, T, *weight.shape).
+    """Delta V_t for every sample and step: (B, T) + the weight's shape.
 
     ``cell`` a `lyabook.rnn` cell, ``readout`` maps its outputs (B, H) to logits; inputs (B, T, I),
     targets (B,) class indices; ``state`` (B, state_dim) the initial states (default zeros).
