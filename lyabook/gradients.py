@@ -17,7 +17,8 @@ from torch.func import functional_call, jacrev, vmap
 
 from .lyapunov import _as_int
 
-__all__ = ["step_gradients", "qr_trajectory", "jacobian_product", "alignment", "participation_ratio"]
+__all__ = ["step_gradients", "qr_trajectory", "jacobian_product", "alignment", "alignment_study",
+           "participation_ratio"]
 
 
 def step_gradients(cell, readout: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *,
@@ -132,3 +133,26 @@ def participation_ratio(singular_values: torch.Tensor) -> torch.Tensor:
     lam = singular_values.square()
     N = lam.shape[-1]
     return lam.sum(-1).square() / (N * lam.square().sum(-1))
+
+
+def alignment_study(Q: torch.Tensor, delta_v: torch.Tensor, q_sets: dict, sv_sets: dict) -> dict:
+    """Figs. 4.1-4.2's statistics of the alignment between Q vectors after step t and the
+    gradient of the loss ending at step t, for t = 1..T.
+
+    Q (T + 1, B, N, N) from `qr_trajectory`, delta_v (B, T, N, N) from `step_gradients`;
+    ``q_sets`` / ``sv_sets``: {name: indices} of Q vectors and of right singular vectors.
+    Returns {(q_name, sv_name): {"values": (T, B, nq, nsv) cosines, "pooled_std": the standard
+    deviation of all of them (what Fig. 4.1's caption describes), "code_std": the mean over
+    (step, singular vector) of the standard deviation over (sample, Q vector) (what the authors'
+    code printed)}} and, per sv set, {("all", sv_name): {"std_by_step_and_q": (T, N), the standard
+    deviation over (sample, singular vector) for every Q index (Fig. 4.2)}}."""
+    T, N = delta_v.shape[1], delta_v.shape[-1]
+    out = {}
+    for sv_name, sv in sv_sets.items():
+        full = torch.stack([alignment(Q[t], delta_v[:, t - 1], range(N), sv) for t in range(1, T + 1)])  # (T, B, N, nsv)
+        out[("all", sv_name)] = {"std_by_step_and_q": full.transpose(1, 2).flatten(2).std(-1)}
+        for q_name, q in q_sets.items():
+            v = full[:, :, list(q)]
+            out[(q_name, sv_name)] = {"values": v, "pooled_std": float(v.std()),
+                                      "code_std": float(v.permute(0, 3, 1, 2).flatten(2).std(-1).mean())}
+    return out

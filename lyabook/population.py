@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 from .lyapunov import _as_int, lyapunov_spectrum
 from .rnn import CELLS, RecurrentCell
 
-__all__ = ["Population", "Network", "PopulationAdam", "PopulationAdagrad", "population_exponents", "PopulationSpectrum",
+__all__ = ["Population", "Network", "PopulationAdam", "PopulationAdagrad", "PopulationSGD", "population_exponents", "PopulationSpectrum",
            "per_network", "shard_range"]
 
 
@@ -624,6 +624,27 @@ class PopulationAdam(_PerNetworkOptimizer):
                 step_size = st["lr"] / (1 - b1**t)
                 denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
                 p.sub_(step_size * st["m"] / denom)
+        return loss
+
+
+class PopulationSGD(_PerNetworkOptimizer):
+    """Plain gradient descent, ``p -= lr g``, one learning rate per network (Chapter 4's networks:
+    the authors' SGD on a batch-summed loss is this with lr x batch size on the mean loss)."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, dict(lr=lr))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["lr"] = self._lr_state(group, p)
+                p.sub_(st["lr"] * p.grad)
         return loss
 
 

@@ -18,7 +18,7 @@ from .population import (Population, PopulationAdam, _PerNetworkOptimizer, per_n
                          shard_range)
 from .rnn import LSTM
 
-__all__ = ["PopulationLSTM", "train_population", "check_run", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
+__all__ = ["PopulationLSTM", "train_population", "check_run", "restore", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
            "RunRecords", "merge_shards", "run_settings", "run_hash", "config_hash", "TRAINER_VERSION"]
 
 
@@ -500,6 +500,38 @@ def check_run(model: Population, train_batches, valid_batches, *, epochs: int, c
     return n
 
 
+def _full_config(config: dict, optimizer, spectrum_epochs, extras: dict) -> dict:
+    """The caller's config plus the settings that change a run's numbers and are not in
+    `run_settings` (named only when not the defaults, so runs without them keep their names)."""
+    return {**config, **({"optimizer": optimizer.__name__} if optimizer is not PopulationAdam else {}),
+            **({"spectrum_epochs": sorted(spectrum_epochs)} if spectrum_epochs is not None else {}),
+            **({"extras": {k: f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
+                           for k, f in sorted(extras.items())}} if extras else {})}
+
+
+def restore(model: Population, train_batches, valid_batches, *, epochs: int, config: dict, out_dir,
+            task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
+            spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0, spectrum_conventions=("full",),
+            encode=None, **kwargs) -> Population:
+    """Load into ``model`` the weights a finished `train_population` run with these arguments
+    ended with (its ``state.pt``), e.g. to analyse the trained networks after a rerun that only
+    read the records. Takes `train_population`'s arguments; a missing checkpoint is a one-line
+    error."""
+    from .lyapunov import _as_int
+
+    config = _full_config(config, kwargs.get("optimizer", PopulationAdam), kwargs.get("spectrum_epochs"),
+                          kwargs.get("extras") or {})
+    *_, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after,
+                              spectrum_inputs, spectrum_warmup, spectrum_conventions, None, encode)
+    n = len(records.epochs(_as_int("epochs", epochs, 0)))
+    if not (records.dir / "state.pt").is_file():
+        raise RuntimeError(f"{records.dir}: no state.pt to restore the trained weights from (checkpoints are not "
+                           "committed); train the run on this machine first")
+    state = records.load_checkpoint(model.weight_out.device, n - 1)
+    model.load_state_dict(state["model"])
+    return model
+
+
 def train_population(model: Population, train_batches, valid_batches, *, epochs: int, lr, config: dict,
                      out_dir, task: str = "classification", lr_decay: float = 0.95, decay_after: int = 10,
                      spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0,
@@ -553,10 +585,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     for name, fn in extras.items():
         if not callable(fn) or not isinstance(name, str) or name.startswith(("exponents", "spectrum_")):
             raise TypeError(f"extras must map names (not exponents*/spectrum_*) to functions of the model, got {name!r}: {fn!r}")
-    config = {**config, **({"optimizer": optimizer.__name__} if optimizer is not PopulationAdam else {}),
-              **({"spectrum_epochs": spectrum_epochs} if spectrum_epochs is not None else {}),
-              **({"extras": {k: f"{getattr(f, '__module__', '?')}.{getattr(f, '__qualname__', repr(f))}"
-                             for k, f in sorted(extras.items())}} if extras else {})}
+    config = _full_config(config, optimizer, spectrum_epochs, extras)
     settings, h, run_dir, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay,
                                                 decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions,
                                                 shard, encode)

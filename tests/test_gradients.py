@@ -81,3 +81,18 @@ def test_bad_arguments_are_named():
         gradients.step_gradients(cell, readout, torch.zeros(2, 3, 3, dtype=torch.float64), torch.tensor([0, 1]), weight="w")
     with pytest.raises(ValueError, match="targets"):
         gradients.step_gradients(cell, readout, torch.zeros(2, 3, 3, dtype=torch.float64), torch.tensor([0]))
+
+
+def test_alignment_study_statistics_follow_their_definitions():
+    g = torch.Generator().manual_seed(4)
+    T, B, N = 3, 4, 16
+    Q = torch.linalg.qr(torch.randn(T + 1, B, N, N, generator=g, dtype=torch.float64))[0]
+    dv = torch.randn(B, T, N, N, generator=g, dtype=torch.float64)
+    out = gradients.alignment_study(Q, dv, {"first": range(3)}, {"top": range(2)})
+    v = out[("first", "top")]["values"]
+    assert v.shape == (T, B, 3, 2)
+    assert out[("first", "top")]["pooled_std"] == pytest.approx(float(v.std()))
+    per = [float(v[t, :, :, j].std()) for t in range(T) for j in range(2)]
+    assert out[("first", "top")]["code_std"] == pytest.approx(sum(per) / len(per))
+    assert out[("all", "top")]["std_by_step_and_q"].shape == (T, N)
+    torch.testing.assert_close(v[1, 2], gradients.alignment(Q[2], dv[:, 1], range(3), range(2))[2])

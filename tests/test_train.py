@@ -366,3 +366,19 @@ def test_adagrad_and_spectra_of_chosen_epochs_are_part_of_the_run(tmp_path):
     assert len(list(tmp_path.iterdir())) == 2 and "exponents" in other[0]
     with pytest.raises(TypeError, match="optimizer"):
         train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, optimizer=torch.optim.SGD, **kw)
+
+
+def test_restore_loads_the_weights_a_finished_run_ended_with(tmp_path):
+    from lyabook.population import PopulationSGD
+    from lyabook.train import restore, train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(lr=[0.5, 0.5], config={"task": "tiny-restore"}, encode=onehot, out_dir=tmp_path, optimizer=PopulationSGD)
+    train_population(model, batches[:2], batches[2:], epochs=2, progress=False, **kw)
+    fresh = _tiny_task()[0]
+    assert not torch.equal(fresh.weight_out, model.weight_out)
+    again = train_population(fresh, batches[:2], batches[2:], epochs=2, progress=False, **kw)  # records only
+    assert len(again) == 3 and not torch.equal(fresh.weight_out, model.weight_out)
+    restore(fresh, batches[:2], batches[2:], epochs=2, **{k: v for k, v in kw.items() if k != "lr"})
+    for a, b in zip(fresh.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
