@@ -58,7 +58,7 @@ def step_gradients(cell, readout: torch.nn.Module, inputs: torch.Tensor, targets
         g = vmap(jacrev(losses), in_dims=(None, 0, 0, 0))(params[weight].detach(), inputs, targets, h0)
     finally:
         cell.train(was_cell), readout.train(was_read)
-    return g
+    return g.detach()
 
 
 class _Step(torch.nn.Module):
@@ -135,6 +135,7 @@ def participation_ratio(singular_values: torch.Tensor) -> torch.Tensor:
     return lam.sum(-1).square() / (N * lam.square().sum(-1))
 
 
+@torch.no_grad()
 def alignment_study(Q: torch.Tensor, delta_v: torch.Tensor, q_sets: dict, sv_sets: dict) -> dict:
     """Figs. 4.1-4.2's statistics of the alignment between Q vectors after step t and the
     gradient of the loss ending at step t, for t = 1..T.

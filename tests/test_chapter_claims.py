@@ -186,3 +186,24 @@ def test_errata_chapter3_code_variants_and_how_much_they_change_the_spectra():
     tl = ev["target_learning"]
     assert abs(tl["lambda_max"] - tl["lambda_max_force_module"]) < 1e-9
     assert ev["smnist_loss_ratio"] == pytest.approx(100)
+
+
+def test_ftle_gradient_verdicts_follow_the_saved_numbers():
+    """Chapter 4 (Figs. 4.1): the trained network learned, the untrained alignment sits at the
+    random baseline, and each verdict is what its criterion gives on the saved statistics."""
+    res = _load("04_ftle_gradients")
+    assert res["valid_accuracy"][-1] > 0.5 > res["valid_accuracy"][0]
+    a, base = res["alignment"], res["baseline"]
+    e = str(res["settings"]["epochs"])
+    code = lambda ep, q: a[ep][f"{q} / first 5"]["code_std"]
+    verdicts = _verdicts(res)
+    untrained = [code("0", q) for q in ("first 10", "last 10", "random 10")]
+    expect = {
+        "untrained: every set's alignment is at the random baseline (Fig. 4.1, top)": all(abs(v / base - 1) < 0.15 for v in untrained),
+        "trained: the first ten Q vectors align more with the gradient's first singular vectors": code(e, "first 10") > 1.5 * code("0", "first 10"),
+        "trained: the last ten Q vectors are more orthogonal to them": code(e, "last 10") < 0.9 * code("0", "last 10"),
+        "trained: ten random Q vectors are slightly more orthogonal": code(e, "random 10") < code("0", "random 10"),
+    }
+    for claim, passed in expect.items():
+        assert verdicts[claim] == ("holds" if passed else "differs"), claim
+    assert abs(base - 128 ** -0.5) < 1e-12
