@@ -203,6 +203,10 @@ def test_ftle_gradient_verdicts_follow_the_saved_numbers():
         "trained: the first ten Q vectors align more with the gradient's first singular vectors": code(e, "first 10") > 1.5 * code("0", "first 10"),
         "trained: the last ten Q vectors are more orthogonal to them": code(e, "last 10") < 0.9 * code("0", "last 10"),
         "trained: ten random Q vectors are slightly more orthogonal": code(e, "random 10") < code("0", "random 10"),
+        "Fig. 4.2: after training the first Q vectors stand out and the alignment falls with the index":
+            res["fig42"]["first_sv_q1_3"] > 2 * base and res["fig42"]["first_sv_q1_3"] > res["fig42"]["first_sv_q11_20"],
+        "Fig. 4.2: after training the first Q vectors are more orthogonal to the last singular vectors":
+            res["fig42"]["last_sv_q1_3"] < base,
     }
     for claim, passed in expect.items():
         assert verdicts[claim] == ("holds" if passed else "differs"), claim
