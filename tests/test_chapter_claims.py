@@ -209,6 +209,10 @@ def test_ftle_gradient_verdicts_follow_the_saved_numbers():
             for i, ep in enumerate(("0", e))),
         "trained: the last ten Q vectors are more orthogonal to them": code(e, "last 10") < 0.9 * code("0", "last 10"),
         "trained: ten random Q vectors are slightly more orthogonal": code(e, "random 10") < code("0", "random 10"),
+        "Fig. C2: after training only the first ten Q vectors narrow their alignment with the last singular vectors":
+            a[e]["first 10 / last 5"]["code_std"] < 0.9 * a["0"]["first 10 / last 5"]["code_std"]
+            and all(abs(a[e][f"{q} / last 5"]["code_std"] / a["0"][f"{q} / last 5"]["code_std"] - 1) < 0.1
+                    for q in ("last 10", "random 10")),
         "Fig. 4.2: after training the first Q vectors stand out and the alignment falls with the index":
             res["fig42"]["first_sv_q1_3"] > 2 * base and res["fig42"]["first_sv_q1_3"] > res["fig42"]["first_sv_q11_20"],
         "Fig. 4.2: after training the first Q vectors are more orthogonal to the last singular vectors":
