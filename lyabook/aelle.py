@@ -81,6 +81,22 @@ def to_grid(spectra, size: int = 1024, method: str = "doubling") -> np.ndarray:
 
 
 # ------------------------------------------------------------------ model
+def _floats(values) -> torch.Tensor:
+    """A float32 tensor of spectra or latents given as a tensor, an array or nested lists."""
+    return values.float() if torch.is_tensor(values) else torch.as_tensor(np.asarray(values, dtype=np.float32))
+
+
+def _eval_apply(model: nn.Module, part: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``part(x)`` with ``model`` in eval mode (no dropout) and no gradients; the mode is restored."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return part(x)
+    finally:
+        model.train(was)
+
+
 class AeLLE(nn.Module):
     """Autoencoder (tanh layers, dropout 0.1 after each hidden layer) with a linear loss
     predictor on the latent.
@@ -123,13 +139,7 @@ class AeLLE(nn.Module):
 
     def encode(self, x) -> torch.Tensor:
         """Latents (n, latent_size) of spectra (n, input_size), in eval mode, without gradients."""
-        x = torch.as_tensor(np.asarray(x), dtype=torch.float32) if not torch.is_tensor(x) else x.float()
-        was = self.training
-        self.eval()
-        with torch.no_grad():
-            z = self.encoder(x)
-        self.train(was)
-        return z
+        return _eval_apply(self, self.encoder, _floats(x))
 
     def forward(self, x):
         """x (n, input_size) -> (reconstruction (n, input_size), predicted loss (n,), latent (n, latent_size))."""
@@ -316,7 +326,7 @@ def shift_prediction(model: AeLLE, latents, delta: float) -> torch.Tensor:
     """Latents moved by the smallest step that changes the predictor's linear output by ``delta``:
     ``z + delta theta / |theta|^2`` (theta the predictor's weights; with ``squash`` the change is
     in the logit, as the authors' code moved it)."""
-    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    z = _floats(latents)
     theta = model.predictor.weight.detach()[0]
     return z + float(delta) * theta / theta.dot(theta)
 
@@ -325,7 +335,7 @@ def to_level_set(model: AeLLE, latents, loss: float) -> torch.Tensor:
     """Each latent projected (orthogonally, the nearest point) onto the set the predictor maps to
     ``loss``: the affine hyperplane theta z + b = loss (logit(loss) with ``squash``). That set, not
     the null space of theta (which predicts b), is "the latents that predict this loss"."""
-    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    z = _floats(latents)
     target = float(loss)
     if model.squash:
         if not 0 < target < 1:
@@ -345,18 +355,12 @@ def null_space(model: AeLLE) -> torch.Tensor:
 
 def decode(model: AeLLE, latents) -> torch.Tensor:
     """Spectra (n, input_size) decoded from latents (n, latent_size), in eval mode."""
-    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.decoder(z)
-    model.train(was)
-    return out
+    return _eval_apply(model, model.decoder, _floats(latents))
 
 
 def predict(model: AeLLE, latents) -> torch.Tensor:
     """The predictor's loss (n,) for latents (n, latent_size)."""
-    z = torch.as_tensor(np.asarray(latents, dtype=np.float32)) if not torch.is_tensor(latents) else latents.float()
+    z = _floats(latents)
     with torch.no_grad():
         out = model.predictor(z).squeeze(-1)
     return torch.sigmoid(out) if model.squash else out

@@ -439,6 +439,15 @@ def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: 
     raise ValueError(f"order must be 'row' or 'permuted', got {order!r}")
 
 
+def _check_data(name: str, t, min_ndim: int, what: str) -> None:
+    """A TypeError unless ``t`` is a tensor of at least ``min_ndim`` dimensions (``what`` says the
+    expected form); a ValueError if it is floating point and holds NaN or inf."""
+    if not torch.is_tensor(t) or t.ndim < min_ndim:
+        raise TypeError(f"{name} must be {what}, got {tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} holds NaN or inf values")
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle_seed: int | None = None, drop_last: bool = False):
     """List of (x, y) batches of ``batch_size`` along dim 0, in a fixed order (shuffled once by
     ``shuffle_seed`` if given: the same order every epoch, so a record's identity covers it)."""
@@ -446,11 +455,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle_seed: 
 
     batch_size = _as_int("batch_size", batch_size, 1)
     for name, t in (("x", x), ("y", y)):
-        if not torch.is_tensor(t) or t.ndim < 1:
-            raise TypeError(f"{name} must be a tensor with the items along dim 0, got "
-                            f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} holds NaN or inf values")
+        _check_data(name, t, 1, "a tensor with the items along dim 0")
     if shuffle_seed is not None:
         shuffle_seed = _as_int("shuffle_seed", shuffle_seed, 0)
     if not isinstance(drop_last, bool):
@@ -490,11 +495,7 @@ class NetworkBatches:
         if not 0 < float(fraction) <= 1:
             raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
         for name, t in (("x", x), ("y", y)):
-            if not torch.is_tensor(t) or t.ndim < 2:
-                raise TypeError(f"{name} must be a tensor of stacked batches (n_batches, B, ...), got "
-                                f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{name} holds NaN or inf values")
+            _check_data(name, t, 2, "a tensor of stacked batches (n_batches, B, ...)")
         if len(x) != len(y) or len(x) < 1:
             raise ValueError(f"x and y must hold the same number (>= 1) of batches, got {len(x)} and {len(y)}")
         if x.shape[1] != y.shape[1]:

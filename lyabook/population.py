@@ -573,9 +573,29 @@ class _PerNetworkOptimizer(torch.optim.Optimizer):
             raise ValueError(f"eps must be a finite number >= 0, got {defaults['eps']!r}")
         super().__init__(params, defaults)
 
-    @staticmethod
-    def _lr_state(group, p):
-        return group["lr"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.ndim - 1)))
+    def _init_state(self, p, group) -> dict:
+        """A parameter's state besides its learning rates (created at its first step)."""
+        return {}
+
+    def _update(self, p, st, group) -> None:
+        """Update ``p`` in place from ``p.grad`` and its state ``st``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step for every parameter with a gradient. Capturable in a CUDA graph: the state
+        (step counts, learning rates, moments) lives on the parameters' device."""
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st.update(self._init_state(p, group))
+                    st["lr"] = group["lr"].to(device=p.device, dtype=p.dtype).view(-1, *([1] * (p.ndim - 1)))
+                self._update(p, st, group)
+        return loss
 
     def set_lr(self, lr) -> None:
         """Set every network's learning rate (scalar or (P,)), in place where the step reads it
@@ -601,30 +621,19 @@ class PopulationAdam(_PerNetworkOptimizer):
             raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")  # b = 1: NaN weights
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One Adam step. Capturable in a CUDA graph: the step count, the learning rates and
-        the bias corrections live on the parameters' device."""
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
-                    st["m"] = torch.zeros_like(p)
-                    st["v"] = torch.zeros_like(p)
-                    st["lr"] = self._lr_state(group, p)
-                st["step"] += 1
-                t = st["step"]
-                st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
-                st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                step_size = st["lr"] / (1 - b1**t)
-                denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
-                p.sub_(step_size * st["m"] / denom)
-        return loss
+    def _init_state(self, p, group) -> dict:
+        return {"step": torch.zeros((), dtype=torch.float64, device=p.device), "m": torch.zeros_like(p),
+                "v": torch.zeros_like(p)}
+
+    def _update(self, p, st, group):
+        b1, b2 = group["betas"]
+        st["step"] += 1
+        t = st["step"]
+        st["m"].mul_(b1).add_(p.grad, alpha=1 - b1)
+        st["v"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+        step_size = st["lr"] / (1 - b1**t)
+        denom = (st["v"] / (1 - b2**t)).sqrt_().add_(group["eps"])
+        p.sub_(step_size * st["m"] / denom)
 
 
 class PopulationSGD(_PerNetworkOptimizer):
@@ -634,18 +643,8 @@ class PopulationSGD(_PerNetworkOptimizer):
     def __init__(self, params, lr):
         super().__init__(params, dict(lr=lr))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["lr"] = self._lr_state(group, p)
-                p.sub_(st["lr"] * p.grad)
-        return loss
+    def _update(self, p, st, group):
+        p.sub_(st["lr"] * p.grad)
 
 
 class PopulationAdagrad(_PerNetworkOptimizer):
@@ -655,17 +654,9 @@ class PopulationAdagrad(_PerNetworkOptimizer):
     def __init__(self, params, lr, eps=1e-10):
         super().__init__(params, dict(lr=lr, eps=eps))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["sum"] = torch.zeros_like(p)
-                    st["lr"] = self._lr_state(group, p)
-                st["sum"].addcmul_(p.grad, p.grad)
-                p.sub_(st["lr"] * p.grad / (st["sum"].sqrt() + group["eps"]))
-        return loss
+    def _init_state(self, p, group) -> dict:
+        return {"sum": torch.zeros_like(p)}
+
+    def _update(self, p, st, group):
+        st["sum"].addcmul_(p.grad, p.grad)
+        p.sub_(st["lr"] * p.grad / (st["sum"].sqrt() + group["eps"]))

@@ -178,8 +178,8 @@ def asrnn_grid_init(name, shape, p, g):
     return torch.zeros(shape)
 
 
-def asrnn_eigenvalues(model) -> "np.ndarray":
-    """(P, n, 2): real and imaginary parts of each network's Jacobian eigenvalues (Eq. 3.4) at one
+def asrnn_eigenvalues(model):
+    """(P, n, 2) numpy array: real and imaginary parts of each network's Jacobian eigenvalues (Eq. 3.4) at one
     random point: an input row of 28 pixels in [0, 1) and a hidden state in U(-1, 1), both drawn
     from the network's own id (the same in any shard)."""
     pts = []

@@ -300,7 +300,7 @@ def epoch_spectra(model: Population, inputs: torch.Tensor, warmup: int, conventi
 
 
 # ------------------------------------------------------------------ records
-def _rng_state(model: Population, dev) -> dict:
+def _rng_state(dev) -> dict:
     """The random streams training draws from: the global ones (the model's own draw counter is
     in its state dict), saved with every checkpoint so that a resumed run draws what an
     uninterrupted one would."""
@@ -310,7 +310,7 @@ def _rng_state(model: Population, dev) -> dict:
     return out
 
 
-def _set_rng_state(model: Population, dev, state: dict) -> None:
+def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["rng_cpu"])
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng_cuda"])
@@ -322,7 +322,7 @@ class RunRecords:
     Each epoch is committed atomically: the record with `lyabook.results.save_results`
     (temporary files, then renames; the JSON, written last, marks the epoch done), then the
     checkpoint (temporary file, then rename). A kill between the two leaves a record one epoch
-    ahead of the checkpoint, which `resume` recomputes."""
+    ahead of the checkpoint, which the next `train_population` call recomputes."""
 
     def __init__(self, run_dir):
         self.dir = Path(run_dir)
@@ -609,7 +609,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         opt.set_lr(state["lr"])
-        _set_rng_state(model, dev, state)
+        _set_rng_state(state)
     methods = {conv: spectrum_method for conv in spectrum_conventions}
     for conv in spectrum_conventions:  # a resumed run remembers where CholeskyQR3 broke down
         if done and "householder" in done[-1].get(f"spectrum_method{_key_suffix(conv)}", []):
@@ -644,7 +644,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
                 rec[name] = value
         prov = {**prov_run, **provenance(None, dev), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
         records.commit(e, rec, prov, {"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "lr": opt.param_groups[0]["lr"], **_rng_state(model, dev)})
+                                      "lr": opt.param_groups[0]["lr"], **_rng_state(dev)})
         done.append(rec)
         bar.set_postfix(valid_loss=f"{float(valid_loss.nanmean()):.3f}")
         if time_limit_s is not None and e < epochs and time.perf_counter() - t_call > time_limit_s:

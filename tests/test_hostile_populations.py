@@ -15,14 +15,6 @@ def _pop(cls=rnn.GRU, **kw):
     return Population(cls, kw.pop("n", P), I, H, O, seed=0, **kw)
 
 
-@pytest.fixture
-def fake_mnist(monkeypatch):
-    g = torch.Generator().manual_seed(0)
-    train = (torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (64,), generator=g))
-    test = (torch.randint(0, 256, (16, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (16,), generator=g))
-    monkeypatch.setattr(sweeps, "_mnist", lambda data_dir, profile: (train, test))
-
-
 # ------------------------------------------------------------------ Population
 @pytest.mark.parametrize("kw, err, match", [
     ({"cls": rnn.RecurrentCell}, TypeError, "cell_class"),  # a base class built a population with no parameters

@@ -7,15 +7,6 @@ import torch
 from lyabook import cli, sweeps
 
 
-@pytest.fixture
-def fake_mnist(monkeypatch):
-    """Random 'digits' in place of MNIST: the test checks sharding, not learning."""
-    g = torch.Generator().manual_seed(0)
-    train = (torch.randint(0, 256, (256, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (256,), generator=g))
-    test = (torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (64,), generator=g))
-    monkeypatch.setattr(sweeps, "_mnist", lambda data_dir, profile: (train, test))
-
-
 def _records(root):
     out = {}
     for f in sorted(root.glob("*/*/epoch_*.json")):

@@ -48,7 +48,7 @@ for e, rec in enumerate(recs):
         a, b = np.asarray(rec[key], dtype=np.float64), np.asarray(old[key][:6], dtype=np.float64)
         row[f"max_abs_{key}_diff"] = float(np.max(np.abs(a - b)))
         row[f"max_abs_{key}_diff_top10"] = float(np.max(np.abs(a[:, :10] - b[:, :10])))
-        row[f"lambda_max_v2"], row[f"lambda_max_v1"] = a.max(1).tolist(), b.max(1).tolist()
+        row["lambda_max_v2"], row["lambda_max_v1"] = a.max(1).tolist(), b.max(1).tolist()
     rows.append(row)
     print(json.dumps({k: v for k, v in row.items() if k.startswith("max")}), flush=True)
 doc = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
