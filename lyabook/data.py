@@ -411,13 +411,15 @@ def fallback_digits():
 MNIST_PERMUTATION_SEED = 0  # the permuted task's one fixed permutation of the 784 pixels
 
 
-def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: int = MNIST_PERMUTATION_SEED) -> torch.Tensor:
+def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: int = MNIST_PERMUTATION_SEED,
+                    permutation=None) -> torch.Tensor:
     """Sequential MNIST inputs from uint8 images (N, 28, 28), pixels scaled to [0, 1] (the
     authors' ``ToTensor()``, no normalisation):
 
     * ``order="row"``: (N, 28, 28), one row of 28 pixels per step (the dissertation's Chapter 3);
     * ``order="permuted"``: (N, 784, 1), one pixel per step in a fixed order drawn from
-      ``permutation_seed`` (the permuted pixel-wise task of Chapter 4).
+      ``permutation_seed`` (the permuted pixel-wise task of Chapter 4), or in the order
+      ``permutation`` (the H*W pixel indices, step t shows pixel ``permutation[t]``) if given.
     """
     from .lyapunov import _as_int
 
@@ -434,7 +436,13 @@ def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: 
         return x
     if order == "permuted":
         flat = x.flatten(1)
-        perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(permutation_seed))
+        if permutation is None:
+            perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(permutation_seed))
+        else:
+            perm = torch.as_tensor(permutation)
+            if perm.dtype not in (torch.int32, torch.int64) or not torch.equal(perm.sort().values, torch.arange(flat.shape[1])):
+                raise ValueError(f"permutation must hold each of the {flat.shape[1]} pixel indices once (integers), "
+                                 f"got {perm.dtype} of shape {tuple(perm.shape)}")
         return flat[:, perm].unsqueeze(-1)
     raise ValueError(f"order must be 'row' or 'permuted', got {order!r}")
 

@@ -31,7 +31,7 @@ __all__ = [
     "orthonormalize",
 ]
 
-_KEEP_CHOICES = frozenset({"r", "q"})
+_KEEP_CHOICES = frozenset({"r", "q", "last"})
 _METHODS = ("auto", "householder", "cholesky")
 # How many steps the engine runs between two checks for non-finite values. A check
 # synchronizes with the device; once per block keeps GPU runs asynchronous while still
@@ -62,6 +62,7 @@ class LyapunovResult:
             (the dissertation's Chapter 4 "R values"), when ``keep`` includes ``"r"``.
         q: (n_intervals, B, d, k) the orthonormal frame after every measured
             orthonormalization, when ``keep`` includes ``"q"``.
+        q_last: (B, d, k) the frame at the end of the run, when ``keep`` includes ``"last"``.
         interval_steps: (n_intervals,) number of steps in each measured interval.
         dt: time per step (1.0 for maps).
         n_steps, warmup, t_on: the run's settings.
@@ -78,6 +79,7 @@ class LyapunovResult:
     method: str
     log_r: torch.Tensor | None = None
     q: torch.Tensor | None = None
+    q_last: torch.Tensor | None = None
     cuda_graph: bool = False
     exponents: torch.Tensor = field(init=False)
     stderr: torch.Tensor = field(init=False)
@@ -320,6 +322,22 @@ def _system_device_dtype(system, *tensors):
     return torch.device("cpu"), getattr(system, "dtype", torch.float64)
 
 
+def _check_q0(q0, batch: int, m: int, k: int, device) -> torch.Tensor | None:
+    """``q0`` as a float64 (B, m, k) tensor on ``device``; a ValueError unless it has orthonormal columns."""
+    if q0 is None:
+        return None
+    if not torch.is_tensor(q0):
+        raise TypeError(f"q0 must be a torch.Tensor ({batch}, {m}, {k}) or ({m}, {k}), got {type(q0).__name__}")
+    q = q0.to(device=device, dtype=torch.float64)
+    q = q.unsqueeze(0) if q.ndim == 2 else q
+    if q.ndim != 3 or q.shape[1:] != (m, k) or q.shape[0] not in (1, batch):
+        raise ValueError(f"q0 must have shape ({batch}, {m}, {k}) or ({m}, {k}), got {tuple(q0.shape)}")
+    eye = torch.eye(k, dtype=torch.float64, device=device)
+    if not bool(torch.isfinite(q).all()) or float((q.mT @ q - eye).abs().max()) > 1e-6:
+        raise ValueError("q0 must have orthonormal columns (e.g. a previous run's q_last)")
+    return q.expand(batch, m, k)
+
+
 def _parse_keep(keep) -> frozenset:
     if keep is None:
         return frozenset()
@@ -329,7 +347,7 @@ def _parse_keep(keep) -> frozenset:
         items = set(keep)
     bad = items - _KEEP_CHOICES
     if bad:
-        raise ValueError(f"keep must contain only 'r' and/or 'q', got {sorted(map(str, bad))}")
+        raise ValueError(f"keep must contain only 'r', 'q' and/or 'last', got {sorted(map(str, bad))}")
     return frozenset(items)
 
 
@@ -347,6 +365,7 @@ def lyapunov_spectrum(
     cuda_graph: bool | None = None,
     progress: bool = False,
     nonfinite: str = "raise",
+    q0: torch.Tensor | None = None,
 ) -> LyapunovResult:
     """Lyapunov spectrum of a batched dynamical system by the QR algorithm.
 
@@ -365,7 +384,9 @@ def lyapunov_spectrum(
         warmup: steps run (and orthonormalized) before measuring.
         t_on: orthonormalization interval; the last partial interval is always closed.
         k: number of leading exponents (Q is m x k); default all m.
-        keep: "r" to keep log diag R per interval, "q" to keep the frames, or both.
+        keep: "r" to keep log diag R per interval, "q" to keep the frames, "last" to keep
+            only the frame at the end (``q_last``: e.g. to start another run from it), or
+            several of them.
         method: orthonormalization, "householder", "cholesky" (shifted CholeskyQR3, falling
             back to Householder for the whole run if it ever loses accuracy) or "auto"
             (CholeskyQR3 on CUDA, Householder elsewhere: each is the faster one there).
@@ -379,6 +400,8 @@ def lyapunov_spectrum(
             never mix, so one entry's failure does not change another's exponents.
         progress: show a progress bar over the steps (warm-up included) on the terminal
             (`lyabook.progress.bar`: never in a notebook's outputs), updated every 64 steps.
+        q0: the initial frame, (B, m, k) or (m, k) with orthonormal columns (e.g. ``q_last``
+            of a warm-up run over other inputs); default the first k unit vectors.
 
     Returns:
         LyapunovResult (natural log; per step, or per unit time for systems with ``dt``).
@@ -444,6 +467,7 @@ def lyapunov_spectrum(
     batch = x.shape[0]
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x0 contains non-finite values")
+    q0 = _check_q0(q0, batch, m, k, device)
 
     if method == "auto":
         method = "cholesky" if device.type == "cuda" else "householder"
@@ -451,11 +475,11 @@ def lyapunov_spectrum(
 
     with bar(total=warmup + n_steps, desc="Lyapunov spectrum", progress=progress, unit="step") as pbar:
         if method == "cholesky":
-            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar, nonfinite)
+            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar, nonfinite, q0)
             if result is not None:
                 return result
             method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
-        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar, nonfinite)
+        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar, nonfinite, q0)
 
 
 def _step_and_jacobian(system):
@@ -587,7 +611,7 @@ class _GraphLoop:
 
 
 @torch.no_grad()  # the system may hold trainable parameters: never build autograd graphs here
-def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None, nonfinite="raise"):
+def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None, nonfinite="raise", q0=None):
     """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy. ``pbar``
     (a tqdm bar, possibly disabled) advances at every finiteness check (every 64 steps)."""
     device = x.device
@@ -597,7 +621,7 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
     ortho = _cholesky_qr3 if method == "cholesky" else _householder
     if method == "householder" and device.type == "cuda" and batch >= _BLOCKED_QR_MIN_BATCH:
         ortho = _householder_blocked  # cuSOLVER factors one matrix at a time: slow for large batches
-    Q = torch.eye(m, k, dtype=torch.float64, device=device).expand(batch, m, k).contiguous()
+    Q = (torch.eye(m, k, dtype=torch.float64, device=device) if q0 is None else q0).expand(batch, m, k).contiguous()
 
     loop = None
     if cuda_graph is not False and device.type == "cuda":
@@ -635,7 +659,7 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
                 if not loop.check(raise_nonfinite=nonfinite == "raise"):
                     return None
             except _Rerun:
-                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar, nonfinite)
+                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar, nonfinite, q0)
             if pbar is not None:
                 pbar.update(t + 1 - pbar.n)
 
@@ -652,5 +676,6 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
         method=method,
         log_r=torch.stack(log_rs).cpu() if "r" in keep else None,
         q=torch.stack(qs) if "q" in keep else None,
+        q_last=loop.Q.cpu() if "last" in keep else None,
         cuda_graph=isinstance(loop, _GraphLoop),
     )

@@ -28,7 +28,7 @@ from torch.func import functional_call, vmap
 from .lyapunov import _as_int, lyapunov_spectrum
 from .rnn import CELLS, RecurrentCell
 
-__all__ = ["Population", "Network", "PopulationAdam", "PopulationAdagrad", "PopulationSGD", "population_exponents", "PopulationSpectrum",
+__all__ = ["Population", "Network", "PopulationAdam", "PopulationAdagrad", "PopulationRMSprop", "PopulationSGD", "population_exponents", "PopulationSpectrum",
            "per_network", "shard_range"]
 
 
@@ -660,3 +660,22 @@ class PopulationAdagrad(_PerNetworkOptimizer):
     def _update(self, p, st, group):
         st["sum"].addcmul_(p.grad, p.grad)
         p.sub_(st["lr"] * p.grad / (st["sum"].sqrt() + group["eps"]))
+
+
+class PopulationRMSprop(_PerNetworkOptimizer):
+    """RMSprop (torch's, no momentum, not centered) with one learning rate per network:
+    ``v = alpha v + (1 - alpha) g^2``, ``p -= lr g / (sqrt(v) + eps)`` (the pixel-flipping
+    network of Chapter 4: nnRNN's sMNIST script, lr 2e-4, alpha 0.99)."""
+
+    def __init__(self, params, lr, alpha=0.99, eps=1e-8):
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha < 1:
+            raise ValueError(f"alpha must be a number in [0, 1), got {alpha!r}")
+        super().__init__(params, dict(lr=lr, alpha=float(alpha), eps=eps))
+
+    def _init_state(self, p, group) -> dict:
+        return {"square_avg": torch.zeros_like(p)}
+
+    def _update(self, p, st, group):
+        a = group["alpha"]
+        st["square_avg"].mul_(a).addcmul_(p.grad, p.grad, value=1 - a)
+        p.sub_(st["lr"] * p.grad / (st["square_avg"].sqrt() + group["eps"]))

@@ -370,6 +370,31 @@ class RunRecords:
                                f"epoch {last_record}; delete the folder to restart")
         return state
 
+    def save_weights(self, e: int, model: torch.nn.Module) -> None:
+        """``weights.pt``: the model's weights after epoch e alone (a few MB for one network, small
+        enough to commit, unlike ``state.pt`` with the optimizer state), written atomically."""
+        tmp = self.dir / "weights.pt.tmp"
+        torch.save({"epoch": e, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+        tmp.replace(self.dir / "weights.pt")
+
+    def load_weights(self, device, last_record: int) -> dict:
+        """The state dict in ``weights.pt``, loaded as data only; a one-line error naming the file
+        unless it holds the weights of the records' last epoch."""
+        import pickle
+
+        path = self.dir / "weights.pt"
+        try:
+            saved = torch.load(path, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise RuntimeError(f"{path}: not a lyabook weights file that loads as data ({type(err).__name__}); "
+                               "delete it and rerun the training") from None
+        if not isinstance(saved, dict) or set(saved) != {"epoch", "model"}:
+            raise RuntimeError(f"{path}: not a lyabook weights file (keys 'epoch' and 'model' expected)")
+        if saved["epoch"] != last_record:
+            raise RuntimeError(f"{path}: weights of epoch {saved['epoch']}, but the records end at epoch {last_record}; "
+                               "delete it and rerun the training")
+        return saved["model"]
+
     def commit(self, e: int, rec: dict, prov: dict, checkpoint: dict | None) -> None:
         """Write epoch e's record, then the checkpoint (None: none, e.g. a merged shard record)."""
         from .results import save_results
@@ -514,7 +539,7 @@ def restore(model: Population, train_batches, valid_batches, *, epochs: int, con
             spectrum_inputs: torch.Tensor | None = None, spectrum_warmup: int = 0, spectrum_conventions=("full",),
             encode=None, **kwargs) -> Population:
     """Load into ``model`` the weights a finished `train_population` run with these arguments
-    ended with (its ``state.pt``), e.g. to analyse the trained networks after a rerun that only
+    ended with (its ``state.pt``, else ``weights.pt``), e.g. to analyse the trained networks after a rerun that only
     read the records. Takes `train_population`'s arguments; a missing checkpoint is a one-line
     error."""
     from .lyapunov import _as_int
@@ -524,11 +549,14 @@ def restore(model: Population, train_batches, valid_batches, *, epochs: int, con
     *_, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after,
                               spectrum_inputs, spectrum_warmup, spectrum_conventions, None, encode)
     n = len(records.epochs(_as_int("epochs", epochs, 0)))
-    if not (records.dir / "state.pt").is_file():
-        raise RuntimeError(f"{records.dir}: no state.pt to restore the trained weights from (checkpoints are not "
-                           "committed); train the run on this machine first")
-    state = records.load_checkpoint(model.weight_out.device, n - 1)
-    model.load_state_dict(state["model"])
+    dev = model.weight_out.device
+    if (records.dir / "state.pt").is_file():
+        model.load_state_dict(records.load_checkpoint(dev, n - 1)["model"])
+    elif (records.dir / "weights.pt").is_file():
+        model.load_state_dict(records.load_weights(dev, n - 1))
+    else:
+        raise RuntimeError(f"{records.dir}: neither state.pt nor weights.pt to restore the trained weights from "
+                           "(checkpoints are not committed); train the run on this machine first")
     return model
 
 
@@ -538,7 +566,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
                      spectrum_conventions=("full",), encode=None, progress: bool = True,
                      spectrum_method: str = "auto", time_limit_s: float | None = None,
                      shard: tuple[int, int] | None = None, optimizer: type = PopulationAdam,
-                     spectrum_epochs=None, extras: dict | None = None) -> list[dict]:
+                     spectrum_epochs=None, extras: dict | None = None, save_weights: bool = False) -> list[dict]:
     """Train a population, recording per network and epoch: training and validation loss,
     accuracy (classification), and the Lyapunov spectrum on held-out sequences.
 
@@ -559,12 +587,14 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     is multiplied by ``lr_decay`` after every epoch past ``decay_after``.
     ``time_limit_s``: stop after the first epoch that ends past this many seconds (a GPU
     session's budget); a rerun resumes.
-    ``optimizer``: `PopulationAdam` (default) or `lyabook.population.PopulationAdagrad`, one
-    learning rate per network. ``spectrum_epochs``: the epochs whose spectra are computed
+    ``optimizer``: `PopulationAdam` (default), `lyabook.population.PopulationAdagrad`,
+    ``PopulationRMSprop`` or ``PopulationSGD``, one learning rate per network. ``spectrum_epochs``: the epochs whose spectra are computed
     (default: every epoch), e.g. only the last of a long run.
     ``extras``: {name: function(model) -> array (P, ...)} computed when the spectra are (e.g. the
     ASRNN Jacobian's eigenvalues) and stored in the record as arrays under ``name``; a function's
     module and name are part of the run's identity.
+    ``save_weights``: after the last epoch also write ``weights.pt`` (the weights alone, small
+    enough to commit beside the records, so that `restore` works on a fresh clone).
     ``shard=(i, n)``: train only networks `lyabook.population.shard_range` (P, (i, n)) into
     ``out_dir/<hash>/shard-<i>-of-<n>`` (the hash is the whole population's); when every shard
     has finished an epoch, `merge_shards` writes the population's records, equal to an
@@ -578,7 +608,8 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict (JSON-serializable), got {type(config).__name__}")
     if not (isinstance(optimizer, type) and issubclass(optimizer, _PerNetworkOptimizer)):
-        raise TypeError(f"optimizer must be PopulationAdam or PopulationAdagrad (a class), got {optimizer!r}")
+        raise TypeError("optimizer must be one of lyabook.population's per-network optimizers (a class, e.g. "
+                        f"PopulationAdam), got {optimizer!r}")
     if spectrum_epochs is not None:
         spectrum_epochs = sorted({_as_int("spectrum_epochs", e, 0) for e in spectrum_epochs})
     extras = dict(extras or {})
@@ -645,6 +676,8 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         prov = {**prov_run, **provenance(None, dev), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
         records.commit(e, rec, prov, {"epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "lr": opt.param_groups[0]["lr"], **_rng_state(dev)})
+        if save_weights and e == epochs:
+            records.save_weights(e, model)
         done.append(rec)
         bar.set_postfix(valid_loss=f"{float(valid_loss.nanmean()):.3f}")
         if time_limit_s is not None and e < epochs and time.perf_counter() - t_call > time_limit_s:

@@ -166,6 +166,26 @@ def test_result_keeps_r_and_q_and_running_estimates(driven_rnn):
         lyapunov_spectrum(sys, x0, inputs=inputs).running_exponents()
 
 
+def test_a_run_continued_from_q_last_equals_one_run_over_both_parts(driven_rnn):
+    """keep="last" + q0: the frame carries over exactly (the pixel-flipping warm-up restarts the
+    state at zero with a warmed-up frame this way)."""
+    sys, x0, inputs = driven_rnn
+    whole = lyapunov_spectrum(sys, x0, inputs=inputs[:, :40], k=4, keep="r")
+    first = lyapunov_spectrum(sys, x0, inputs=inputs[:, :15], k=4, keep=("r", "last"))
+    x = x0
+    for t in range(15):
+        x = sys.step(x, inputs[:, t])
+    second = lyapunov_spectrum(sys, x, inputs=inputs[:, 15:40], k=4, keep="r", q0=first.q_last)
+    assert first.q_last.shape == (3, 12, 4)
+    torch.testing.assert_close(torch.cat([first.log_r, second.log_r]), whole.log_r, atol=1e-12, rtol=0)
+    one = lyapunov_spectrum(sys, x, inputs=inputs[:, 15:40], k=4, keep="r", q0=first.q_last[0])  # (m, k): every entry
+    torch.testing.assert_close(one.log_r[:, 0], second.log_r[:, 0], atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="q0 must have orthonormal columns"):
+        lyapunov_spectrum(sys, x, inputs=inputs, k=4, q0=2 * first.q_last)
+    with pytest.raises(ValueError, match=r"q0 must have shape \(3, 12, 4\)"):
+        lyapunov_spectrum(sys, x, inputs=inputs, k=4, q0=first.q_last[:, :, :3])
+
+
 def test_stderr_is_standard_error_over_batch(driven_rnn):
     sys, x0, inputs = driven_rnn
     res = lyapunov_spectrum(sys, x0, inputs=inputs)

@@ -281,6 +281,30 @@ def test_population_adagrad_equals_torch_adagrad_for_each_network():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"network {i}: {n}")
 
 
+def test_population_rmsprop_equals_torch_rmsprop_for_each_network():
+    pop = _population("RNN")
+    x, y = _data()
+    lrs = [1e-3, 2e-4, 0.01]
+    alone = [pop.network(i) for i in range(P)]
+    from lyabook.population import PopulationRMSprop
+
+    opt = PopulationRMSprop(pop.parameters(), lr=lrs)
+    for _ in range(3):
+        opt.zero_grad()
+        _loss(pop(x)[0], y.expand(P, -1), "classification")[0].sum().backward()
+        opt.step()
+    for i, net in enumerate(alone):
+        o = torch.optim.RMSprop(net.parameters(), lr=lrs[i], alpha=0.99, eps=1e-8)
+        for _ in range(3):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
+            o.step()
+        for (n, a), (_, b) in zip(pop.network(i).state_dict().items(), net.state_dict().items()):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"network {i}: {n}")
+    with pytest.raises(ValueError, match="alpha must be a number in"):
+        PopulationRMSprop(pop.parameters(), lr=0.1, alpha=1.0)
+
+
 def test_a_custom_initialization_sets_each_network_from_its_own_generator_and_scale():
     def init(name, shape, p, g):  # the ASRNN grid's: N(0, 1) inputs, N(0, p^2 / n) recurrent, zero elsewhere
         if name.endswith("weight_ih_l0"):

@@ -382,3 +382,28 @@ def test_restore_loads_the_weights_a_finished_run_ended_with(tmp_path):
     restore(fresh, batches[:2], batches[2:], epochs=2, **{k: v for k, v in kw.items() if k != "lr"})
     for a, b in zip(fresh.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_weights_pt_restores_a_finished_run_without_its_checkpoint(tmp_path):
+    """A fresh clone has the records and weights.pt (committed) but no state.pt."""
+    from lyabook.population import PopulationRMSprop
+    from lyabook.train import restore, train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(config={"task": "tiny-weights"}, encode=onehot, out_dir=tmp_path, optimizer=PopulationRMSprop)
+    train_population(model, batches[:2], batches[2:], epochs=2, lr=[0.01, 0.02], progress=False, save_weights=True, **kw)
+    run = next(tmp_path.iterdir())
+    (run / "state.pt").unlink()
+    assert (run / "weights.pt").stat().st_size < 100_000
+    fresh = _tiny_task()[0]
+    restore(fresh, batches[:2], batches[2:], epochs=2, **kw)
+    for a, b in zip(fresh.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="weights.pt: weights of epoch 2, but the records end at epoch 1"):
+        restore(fresh, batches[:2], batches[2:], epochs=1, **kw)
+    (run / "weights.pt").write_bytes(b"not a pickle")
+    with pytest.raises(RuntimeError, match="weights.pt: not a lyabook weights file"):
+        restore(fresh, batches[:2], batches[2:], epochs=2, **kw)
+    (run / "weights.pt").unlink()
+    with pytest.raises(RuntimeError, match="neither state.pt nor weights.pt"):
+        restore(fresh, batches[:2], batches[2:], epochs=2, **kw)
