@@ -311,9 +311,10 @@ def _rng_state(dev) -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["rng_cpu"])
+    # torch takes RNG states as CPU byte tensors; a checkpoint loaded onto the GPU holds them there
+    torch.set_rng_state(state["rng_cpu"].cpu())
     if "rng_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["rng_cuda"])
+        torch.cuda.set_rng_state(state["rng_cuda"].cpu())
 
 
 class RunRecords:

@@ -142,21 +142,25 @@ def _dropout_task():
     return model, batches, onehot
 
 
-def test_a_resumed_run_with_dropout_is_bit_identical_to_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_a_resumed_run_with_dropout_is_bit_identical_to_an_uninterrupted_one(tmp_path, device):
     """The checkpoint holds the RNG state: dropout masks after a resume are the ones an
-    uninterrupted run draws (without it validation losses differed by up to 8e-4)."""
+    uninterrupted run draws (without it validation losses differed by up to 8e-4). On CUDA the
+    checkpoint loads onto the GPU, RNG states included (a resume once failed there)."""
     from lyabook.train import train_population
 
     spec_in = torch.randint(0, 5, (2, 8), generator=torch.Generator().manual_seed(1))
     torch.manual_seed(0)
     model, batches, onehot = _dropout_task()
     kw = dict(lr=[0.01, 0.05], config={"task": "tiny-dropout"}, encode=onehot, spectrum_inputs=spec_in, progress=False)
-    full = train_population(model, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "a", **kw)
+    full = train_population(model.to(device), batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "a", **kw)
     torch.manual_seed(0)
     model2, _, _ = _dropout_task()
-    train_population(model2, batches[:2], batches[2:], epochs=1, out_dir=tmp_path / "b", **kw)
+    train_population(model2.to(device), batches[:2], batches[2:], epochs=1, out_dir=tmp_path / "b", **kw)
     torch.manual_seed(123)  # a new process: its own random state, which the checkpoint must override
     model3, _, _ = _dropout_task()
+    model3 = model3.to(device)
     resumed = train_population(model3, batches[:2], batches[2:], epochs=3, out_dir=tmp_path / "b", **kw)
     for a, b in zip(resumed, full):
         assert a["valid_loss"] == b["valid_loss"]
