@@ -367,22 +367,25 @@ def predict(model: AeLLE, latents) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ embedding and classifiers
-def embed(latents, loss, n_components: int = 2) -> np.ndarray:
+def embed(latents, loss, n_components: int = 2, fit_rows=None) -> np.ndarray:
     """Scores (n, n_components) of scikit-learn's PCA of ``latents`` (n, d), each component's sign
     fixed so that it falls with ``loss`` (PC signs are arbitrary; the dissertation puts the
-    high-accuracy side left in one place and right in another): larger PC = lower loss."""
+    high-accuracy side left in one place and right in another): larger PC = lower loss.
+    ``fit_rows``: a boolean mask (or indices) of the rows the PCA and the signs are fitted on
+    (e.g. the training networks); every row is projected. Default: all rows."""
     from sklearn.decomposition import PCA
 
     z = np.asarray(latents.detach().cpu() if torch.is_tensor(latents) else latents, dtype=np.float64)
     loss = np.asarray(loss, dtype=np.float64).ravel()
     if z.ndim != 2 or len(z) != len(loss) or len(z) < 2:
         raise ValueError(f"latents must be (n >= 2, d) with one loss per row, got {z.shape} and {loss.shape}")
+    rows = np.arange(len(z)) if fit_rows is None else np.arange(len(z))[np.asarray(fit_rows)]
     k = _as_int("n_components", n_components, 1)
-    if k > min(z.shape):
-        raise ValueError(f"n_components must be <= min(n, d) = {min(z.shape)}, got {k}")
-    pcs = PCA(n_components=k).fit_transform(z)
+    if k > min(len(rows), z.shape[1]):
+        raise ValueError(f"n_components must be <= min(fitted rows, d) = {min(len(rows), z.shape[1])}, got {k}")
+    pcs = PCA(n_components=k).fit(z[rows]).transform(z)
     for j in range(k):
-        if np.corrcoef(pcs[:, j], loss)[0, 1] > 0:
+        if np.corrcoef(pcs[rows, j], loss[rows])[0, 1] > 0:
             pcs[:, j] *= -1
     return pcs
 

@@ -60,7 +60,7 @@ import torch
 
 from . import rnn
 
-__all__ = ["SWEEPS", "Job", "jobs", "plan", "run_shard", "launch", "parse_shard"]
+__all__ = ["SWEEPS", "Job", "jobs", "smnist_init_p", "plan", "run_shard", "launch", "parse_shard"]
 
 SMNIST_ARCHITECTURES = {  # name: (cell, p range, cell arguments); bias=False for torch's cells (the authors')
     "LSTM": (rnn.LSTM, (0.1, 3.0), {"bias": False}),
@@ -119,6 +119,20 @@ def _mnist(data_dir, profile: dict):
     return (xtr, ytr), (xte, yte)
 
 
+def smnist_init_p(arch: str, n_networks: int) -> torch.Tensor:
+    """(n_networks,) float64: the init half-widths p of the ``smnist`` sweeps' networks of ``arch``,
+    uniform on its range (Table A1), rounded to 3 decimals, from a generator seeded by the
+    architecture's place in `SMNIST_ARCHITECTURES` (network i's p is the same in any shard)."""
+    from .lyapunov import _as_int
+
+    if arch not in SMNIST_ARCHITECTURES:
+        raise ValueError(f"arch must be one of {list(SMNIST_ARCHITECTURES)}, got {arch!r}")
+    k = list(SMNIST_ARCHITECTURES).index(arch)
+    lo, hi = SMNIST_ARCHITECTURES[arch][1]
+    g = torch.Generator().manual_seed(1000 + k)
+    return torch.empty(_as_int("n_networks", n_networks, 1), dtype=torch.float64).uniform_(lo, hi, generator=g).round(decimals=3)
+
+
 def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0) -> list[Job]:
     from . import data
     from .population import Population
@@ -143,8 +157,7 @@ def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0)
         def build(arch=arch, cls=cls, lo=lo, hi=hi, kw=kw, k=k):
             t = task()
             P = prof["networks"]
-            p = torch.empty(P, dtype=torch.float64).uniform_(lo, hi, generator=torch.Generator().manual_seed(1000 + k))
-            pop = Population(cls, P, t["spectrum"].shape[-1], prof["hidden"], 10, init_p=p.round(decimals=3),
+            pop = Population(cls, P, t["spectrum"].shape[-1], prof["hidden"], 10, init_p=smnist_init_p(arch, P),
                              dropout=0.1, seed=seed + k, **kw).to(device)
             kwargs = dict(epochs=prof["epochs"], lr=0.01, task="classification", lr_decay=1.0,
                           config={"sweep": f"smnist-{order}", "architecture": arch, "profile": profile_name},

@@ -79,6 +79,13 @@ def test_embed_orients_every_component_to_fall_with_loss():
     z = np.stack([loss * 3 + rng.normal(0, 0.1, 200), rng.normal(0, 0.3, 200), -loss], 1)
     pcs = aelle.embed(z, loss, n_components=2)
     assert np.corrcoef(pcs[:, 0], loss)[0, 1] < -0.9 and np.corrcoef(pcs[:, 1], loss)[0, 1] <= 0
+    # fitted on the first 100 rows only: those rows' PCA, applied to every row
+    from sklearn.decomposition import PCA
+
+    part = aelle.embed(z, loss, n_components=2, fit_rows=np.arange(200) < 100)
+    ref = PCA(n_components=2).fit(z[:100]).transform(z)
+    np.testing.assert_allclose(np.abs(part), np.abs(ref), atol=1e-12)
+    assert np.corrcoef(part[100:, 0], loss[100:])[0, 1] < -0.9
 
 
 def test_aelle_separates_what_the_mean_exponent_cannot():

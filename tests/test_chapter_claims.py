@@ -2,6 +2,7 @@
 (notebooks/results/*.json), not on the printed text."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lyabook.claims import VERDICTS
@@ -188,6 +189,17 @@ def test_errata_chapter3_code_variants_and_how_much_they_change_the_spectra():
     assert ev["smnist_loss_ratio"] == pytest.approx(100)
 
 
+def test_errata_pixel_flipping_r_values_come_from_another_trajectory_and_table_41_is_a_z_test():
+    """Chapter 4's pixel-flipping code (00_errata, 8): along the code's reset-every-step trajectory
+    with its sech Jacobian the first FTLE moves by many standard errors and the steps ranked
+    highest are mostly others; Table 4.1's "Variance" column is the z-test's standard error."""
+    ev = _load("00_errata")["pixel_flipping"]
+    assert abs(ev["paired_diff"]) > 5 * ev["paired_stderr"]
+    assert ev["corr_log_r1"] < 0.5 and ev["top50_overlap"] < 0.5
+    assert ev["table41_max_p_error_as_se"] < 0.0025
+    assert abs(ev["table41_p100_as_variance"] - 0.075) < 0.001
+
+
 def test_ftle_gradient_verdicts_follow_the_saved_numbers():
     """Chapter 4 (Figs. 4.1): the trained network learned, the untrained alignment sits at the
     random baseline, and each verdict is what its criterion gives on the saved statistics."""
@@ -221,3 +233,41 @@ def test_ftle_gradient_verdicts_follow_the_saved_numbers():
     for claim, passed in expect.items():
         assert verdicts[claim] == ("holds" if passed else "differs"), claim
     assert abs(base - 128 ** -0.5) < 1e-12
+
+
+def test_pixel_flipping_verdicts_follow_the_saved_numbers():
+    """Chapter 4 (Figs. 4.3-4.5, Table 4.1): the network learned the task, and each verdict is
+    what its criterion gives on the saved loss changes, slopes and tests."""
+    res = _load("05_pixel_flipping")
+    assert res["test_accuracy"] > 0.5 or res["reductions"]
+    ks = res["settings"]["ks"]
+    dy = {k: np.asarray(v) for k, v in res["loss_change"].items()}
+    diff = lambda name, ctrl, k: dy[name][ks.index(k)].mean() - dy[ctrl][ks.index(k)].mean()
+    table_ks = [r["k"] for r in res["table41_paired"]]
+    mid = [k for k in table_ks if 20 < k < 300]
+    p = {r["k"]: r["p (paired t)"] for r in res["table41_paired"]}
+    for r in res["table41_paired"]:  # the saved paired test is the one lyabook.pixelflip computes
+        from lyabook.pixelflip import paired_test
+
+        assert paired_test(dy["real"][ks.index(r["k"])], dy["random"][ks.index(r["k"])])["p_t"] == pytest.approx(r["p (paired t)"])
+    slopes = {int(n): s for n, s in res["sorted_slopes"].items()}
+    wrong, conf = res["wrong_new_label"], res["median_confidence"]
+    expect = {
+        "Fig. 4.3 (left): log r^1 fluctuates but its running mean, the first FTLE, converges":
+            res["running_mean_drift"] < 0.05 * res["log_r1_spread"],
+        "Fig. 4.3 (right): the sorted first R value has the steepest slope (n = 1 against larger n)": min(slopes, key=slopes.get) == 1,
+        "Fig. 4.4: for 20 < k < 300 flipping by R values raises the loss more than random flips":
+            bool(mid) and all(diff("real", "random", k) > 0 for k in mid),
+        "the same with the code's R values and its shared random control":
+            bool(mid) and all(diff("authors", "random_same", k) > 0 for k in mid),
+        "Table 4.1: the printed p-values are a one-sided z-test whose 'Variance' column is the standard error":
+            all(abs(r["p = Phi(-Delta / 'Variance')"] - r["printed p"]) < 0.0025 for r in res["table41_recomputed"]),
+        "Table 4.1: p < 0.05 at k = 75, 100 and 200": all(k in p and p[k] < 0.05 for k in (75, 100, 200)),
+        "Figs. 4.5, D3: R-value flips change the prediction to a wrong label more often than random flips":
+            wrong["real"] >= 0.5 and wrong["real"] >= 2 * wrong["random"],
+        "Figs. 4.5, D3: the wrong predictions after R-value flips are confident, more than after random flips":
+            conf["real"] > conf["random"],
+    }
+    verdicts = _verdicts(res)
+    for claim, passed in expect.items():
+        assert verdicts[claim] == ("holds" if passed else "differs"), claim

@@ -259,20 +259,25 @@ def test_random_draws_have_the_asked_statistics_and_differ_between_networks_and_
     torch.testing.assert_close(alone.random_draws(x)["noise"][0], first["noise"][1], atol=0, rtol=0)
 
 
-def test_population_adagrad_equals_torch_adagrad_for_each_network():
-    pop = _population("ASRNN")
-    x, y = _data()
-    lrs = [0.1, 0.3, 1.0]
-    alone = [pop.network(i) for i in range(P)]
-    from lyabook.population import PopulationAdagrad
+@pytest.mark.parametrize("name, arch, lrs, torch_kwargs", [
+    ("PopulationAdagrad", "ASRNN", [0.1, 0.3, 1.0], {"eps": 1e-10}),
+    ("PopulationRMSprop", "RNN", [1e-3, 2e-4, 0.01], {"alpha": 0.99, "eps": 1e-8}),
+])
+def test_population_optimizer_equals_torchs_for_each_network(name, arch, lrs, torch_kwargs):
+    """Adagrad (the ASRNN grid) and RMSprop (Chapter 4's pixel-flipping network), one learning
+    rate per network, step for step equal to torch's optimizer on each network alone."""
+    from lyabook import population
 
-    opt = PopulationAdagrad(pop.parameters(), lr=lrs)
+    pop = _population(arch)
+    x, y = _data()
+    alone = [pop.network(i) for i in range(P)]
+    opt = getattr(population, name)(pop.parameters(), lr=lrs)
     for _ in range(3):
         opt.zero_grad()
         _loss(pop(x)[0], y.expand(P, -1), "classification")[0].sum().backward()
         opt.step()
     for i, net in enumerate(alone):
-        o = torch.optim.Adagrad(net.parameters(), lr=lrs[i], eps=1e-10)
+        o = getattr(torch.optim, name.removeprefix("Population"))(net.parameters(), lr=lrs[i], **torch_kwargs)
         for _ in range(3):
             o.zero_grad()
             torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
@@ -281,28 +286,11 @@ def test_population_adagrad_equals_torch_adagrad_for_each_network():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"network {i}: {n}")
 
 
-def test_population_rmsprop_equals_torch_rmsprop_for_each_network():
-    pop = _population("RNN")
-    x, y = _data()
-    lrs = [1e-3, 2e-4, 0.01]
-    alone = [pop.network(i) for i in range(P)]
+def test_population_rmsprop_checks_alpha():
     from lyabook.population import PopulationRMSprop
 
-    opt = PopulationRMSprop(pop.parameters(), lr=lrs)
-    for _ in range(3):
-        opt.zero_grad()
-        _loss(pop(x)[0], y.expand(P, -1), "classification")[0].sum().backward()
-        opt.step()
-    for i, net in enumerate(alone):
-        o = torch.optim.RMSprop(net.parameters(), lr=lrs[i], alpha=0.99, eps=1e-8)
-        for _ in range(3):
-            o.zero_grad()
-            torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
-            o.step()
-        for (n, a), (_, b) in zip(pop.network(i).state_dict().items(), net.state_dict().items()):
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"network {i}: {n}")
     with pytest.raises(ValueError, match="alpha must be a number in"):
-        PopulationRMSprop(pop.parameters(), lr=0.1, alpha=1.0)
+        PopulationRMSprop(_population("RNN").parameters(), lr=0.1, alpha=1.0)
 
 
 def test_a_custom_initialization_sets_each_network_from_its_own_generator_and_scale():
