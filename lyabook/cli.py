@@ -591,7 +591,8 @@ def main(argv=None) -> int:
     w.add_argument("name", help="smnist, smnist-permuted, charrnn, force or asrnn (lyabook.sweeps)")
     w.add_argument("--shard", default="0/1", help="i/n: run shard i of n (default 0/1, the whole sweep)")
     w.add_argument("--out", default="out/sweeps", help="folder for the records")
-    w.add_argument("--profile", default="full", choices=PROFILES)
+    w.add_argument("--profile", default="full", choices=(*PROFILES, "reduced"),
+                   help="full, smoke, or reduced (smnist and charrnn only: a CPU-sized run)")
     w.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<i>")
     w.add_argument("--data-dir", default=None, help="data folder (default: $LYABOOK_DATA_DIR or ~/.cache/lyabook)")
     w.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -77,6 +77,11 @@ PROFILES = {  # full: the dissertation's scale; smoke: a few tiny networks on a 
              "batch": 128, "valid_batch": 100, "spectrum_images": 15,
              "char_networks": 300, "char_sizes": [64, 128, 256, 512], "char_epochs": 15, "char_chars": None,
              "char_batch": 32, "char_spectrum_sequences": 15, "char_spectrum_epochs": [6, 15]},
+    # reduced: a CPU rendering of the SMNIST chapter (25 networks per architecture, 5 epochs on 5,000 images)
+    "reduced": {"networks": 25, "hidden": 64, "epochs": 5, "train_images": 5000, "test_images": 2000,
+                "batch": 128, "valid_batch": 500, "spectrum_images": 15,
+                "char_networks": 10, "char_sizes": [64, 128], "char_epochs": 3, "char_chars": 200000,
+                "char_batch": 32, "char_spectrum_sequences": 15, "char_spectrum_epochs": [1, 3]},
     "smoke": {"networks": 3, "hidden": 6, "epochs": 1, "train_images": 256, "test_images": 64,
               "batch": 64, "valid_batch": 64, "spectrum_images": 2,
               "char_networks": 3, "char_sizes": [4, 8], "char_epochs": 1, "char_chars": 20000,
@@ -330,12 +335,14 @@ SWEEPS = {
 
 
 def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[Job]:
-    """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"); data are
-    loaded only when a job is built."""
+    """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"; the
+    smnist, smnist-permuted and charrnn sweeps also "reduced", a CPU-sized one); data are loaded
+    only when a job is built."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
-    if not isinstance(profile, str) or profile not in PROFILES:
-        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
+    if not isinstance(profile, str) or profile not in known:
+        raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
     return SWEEPS[name](profile, data_dir, device)
 
 

@@ -40,6 +40,18 @@ def test_sharded_sweep_merges_into_the_unsharded_records(tmp_path, fake_mnist, c
     assert whole == sharded
 
 
+def test_smnist_init_p_is_what_each_architectures_population_starts_from(fake_mnist):
+    for job in sweeps.jobs("smnist", "smoke", device="cpu")[:3]:
+        arch = job.name.removeprefix("smnist-row-")
+        pop = job.build()[0]
+        lo, hi = sweeps.SMNIST_ARCHITECTURES[arch][1]
+        p = sweeps.smnist_init_p(arch, pop.n_networks)
+        torch.testing.assert_close(pop.init_p.double(), p, atol=0, rtol=0)
+        assert bool(((p >= lo) & (p <= hi)).all())
+    with pytest.raises(ValueError, match="arch must be one of"):
+        sweeps.smnist_init_p("Transformer", 3)
+
+
 def test_bad_sweep_arguments_are_one_line_errors(capsys):
     assert cli.main(["sweep", "nosuch", "--profile", "smoke", "--device", "cpu"]) == 2
     assert "unknown sweep 'nosuch'" in capsys.readouterr().err
