@@ -271,3 +271,41 @@ def test_pixel_flipping_verdicts_follow_the_saved_numbers():
     verdicts = _verdicts(res)
     for claim, passed in expect.items():
         assert verdicts[claim] == ("holds" if passed else "differs"), claim
+
+
+def test_aelle_smnist_verdicts_follow_the_saved_numbers():
+    """Chapter 3 (Figs. 3.9, 3.12-3.15, Tables B4, D5, 3.1-3.3): every verdict is what its
+    criterion gives on the saved scores; the level set predicts its target and the null space
+    the bias; Table D5's composition sums to one."""
+    res = _load("06_aelle_smnist")
+    b4, d5, me = res["table_b4"], res["table_d5"], res["mean_exponent"]
+    assert abs(sum(d5["median"]["composition"].values()) - 1) < 1e-9
+    ep = res["settings"]["pretrain_epochs"]
+    t31 = {r["epoch"]: r for r in res["table_31"]}
+    t32 = {r["epoch"]: r for r in res["table_32"]}
+    t33 = {r["epoch"]: r for r in res["table_33"]}
+    pcs = [int(k.split()[0]) for k in res["table_33"][0] if k.endswith("PCs")]
+    base_names = ("LE Mean", "LE Max", "LE PCA")
+    lv = res["level_set"]
+    later = [e for e in ep if e > 0]
+    expect = {
+        "Fig. 3.12: coRNN, ASRNN, Lipschitz and Noisy RNN keep exponents near zero; LSTM, GRU, RNN and LEM dip below":
+            min(me[a] for a in ("ASRNN", "CoRNN", "LipschitzRNN", "NoisyRNN")) > max(me[a] for a in ("LSTM", "GRU", "RNN", "LEM")),
+        "Table B4: AeLLE separates high from low accuracy better than mean LE, max LE and the raw spectra's PC1":
+            b4["AeLLE"]["f1_interval"][0] > max(b4[n]["f1"] for n in ("Mean LE", "Max LE", "LE PCA")),
+        "Table D5: no vanilla RNN lies on the high-accuracy side of the AeLLE PC1 median":
+            d5["median"]["composition"].get("RNN", 0.0) < 0.02,
+        "Fig. 3.15: the latents the head maps to a loss are a hyperplane, not the null space of its weights":
+            max(abs(v - lv["target"]) for v in lv["predicted"]) < 1e-4 and max(abs(v - lv["bias"]) for v in lv["null_space_predicted"]) < 1e-4,
+        "Table 3.2: pre-trained AeLLE has the highest F1 at every stage of training":
+            all(t32[e]["AeLLE"] > max(t32[e][n] for n in base_names) for e in ep),
+        "Table 3.1: before training, AeLLE already recalls most high-accuracy networks": t31[ep[0]]["AeLLE recall"] >= 0.8,
+        "Table 3.1: early losses are precise but miss many high-accuracy networks": bool(later) and all(
+            t31[e]["loss-based precision"] >= 0.9 and t31[e]["loss-based recall"] < t31[e]["AeLLE recall"] for e in later),
+        "Table 3.3: more PCs give a better orthant classifier":
+            all(t33[e][f"{max(pcs)} PCs"] > t33[e]["1 PCs"] for e in (ep[0], ep[-1])),
+        "the row split (the authors') flatters the early-epoch F1": t31[ep[0]]["AeLLE F1, row split"] > t31[ep[0]]["AeLLE F1"],
+    }
+    verdicts = _verdicts(res)
+    for claim, passed in expect.items():
+        assert verdicts[claim] == ("holds" if passed else "differs"), claim
