@@ -138,7 +138,7 @@ def smnist_init_p(arch: str, n_networks: int) -> torch.Tensor:
     return torch.empty(_as_int("n_networks", n_networks, 1), dtype=torch.float64).uniform_(lo, hi, generator=g).round(decimals=3)
 
 
-def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0) -> list[Job]:
+def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0, allow_fallback: bool = False) -> list[Job]:
     from . import data
     from .population import Population
 
@@ -147,7 +147,14 @@ def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0)
 
     def task():  # loaded once, by the first job a shard builds
         if not loaded:
-            (xtr, ytr), (xte, yte) = _mnist(data_dir, prof)
+            try:
+                (xtr, ytr), (xte, yte) = _mnist(data_dir, prof)
+            except data.DataError:
+                if not allow_fallback:
+                    raise
+                fb = data.fallback_digits()  # smoke runs without MNIST: 8x8 digits (a run of its own: the data are in its identity)
+                (xtr, ytr), (xte, yte) = ((x[:n], y[:n]) for (x, y), n in ((fb["train"], prof["train_images"]),
+                                                                          (fb["test"], prof["test_images"])))
             xtr, xte = data.mnist_sequences(xtr, order), data.mnist_sequences(xte, order)
             loaded["train"] = data.batches(xtr, ytr, prof["batch"], shuffle_seed=seed)
             loaded["valid"] = data.batches(xte, yte, prof["valid_batch"])
@@ -326,24 +333,27 @@ def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Jo
 
 
 SWEEPS = {
-    "smnist": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "row"),
-    "smnist-permuted": lambda profile, data_dir, device: _smnist_jobs(profile, data_dir, device, "permuted"),
+    "smnist": lambda profile, data_dir, device, **kw: _smnist_jobs(profile, data_dir, device, "row", **kw),
+    "smnist-permuted": lambda profile, data_dir, device, **kw: _smnist_jobs(profile, data_dir, device, "permuted", **kw),
     "charrnn": _charrnn_jobs,
     "force": _force_jobs,
     "asrnn": _asrnn_jobs,
 }
 
 
-def jobs(name: str, profile: str = "full", data_dir=None, device="cpu") -> list[Job]:
+def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fallback: bool = False) -> list[Job]:
     """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"; the
     smnist, smnist-permuted and charrnn sweeps also "reduced", a CPU-sized one); data are loaded
-    only when a job is built."""
+    only when a job is built. ``allow_fallback`` (smnist sweeps, for smoke runs): scikit-learn's
+    8x8 digits when MNIST is missing."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
     known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
     if not isinstance(profile, str) or profile not in known:
         raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
-    return SWEEPS[name](profile, data_dir, device)
+    if allow_fallback and not name.startswith("smnist"):
+        raise ValueError(f"allow_fallback is for the smnist sweeps only, not {name!r}")
+    return SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
 
 
 def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
@@ -382,18 +392,18 @@ def _check_out_dir(out_dir) -> Path:
 
 
 def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: str = "auto", data_dir=None,
-              progress: bool = True, epochs: int | None = None) -> dict:
+              progress: bool = True, epochs: int | None = None, allow_fallback: bool = False) -> dict:
     """Train shard ``(i, n)`` of sweep ``name`` into ``out_dir`` (each job in its own folder,
     `train_population`'s records); returns {job name: records of this shard}. ``epochs``: stop
     after this many (default: the profile's); the number of epochs is not part of a run's
     identity, so a shorter run's records are the first epochs of the full one and a later call
-    with more epochs continues them."""
+    with more epochs continues them. ``allow_fallback``: as in `jobs`."""
     from .results import resolve_device
     from .train import check_run, train_population
 
     epochs, out_dir = _check_epochs(epochs), _check_out_dir(out_dir)
     dev = resolve_device(device)
-    units = plan(jobs(name, profile, data_dir, dev), shard)
+    units = plan(jobs(name, profile, data_dir, dev, allow_fallback=allow_fallback), shard)
     for job, part in units:  # every job of the shard checked before any trains (a missing checkpoint, say)
         if job.build is None:
             continue

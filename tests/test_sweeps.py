@@ -52,6 +52,23 @@ def test_smnist_init_p_is_what_each_architectures_population_starts_from(fake_mn
         sweeps.smnist_init_p("Transformer", 3)
 
 
+def test_smnist_sweep_falls_back_to_the_8x8_digits_only_when_asked(tmp_path, monkeypatch):
+    from lyabook import data
+
+    def missing(data_dir, profile):
+        raise data.DataError("mnist/train-images-idx3-ubyte.gz is not here")
+
+    monkeypatch.setattr(sweeps, "_mnist", missing)
+    with pytest.raises(data.DataError, match="not here"):
+        sweeps.run_shard("smnist", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0)
+    done = sweeps.run_shard("smnist", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0, allow_fallback=True)
+    assert len(done) == 8 and all(len(r) == 1 for r in done.values())
+    pop = sweeps.jobs("smnist", "smoke", allow_fallback=True)[0].build()[0]
+    assert pop.input_size == 8  # a row of the 8x8 digits per step
+    with pytest.raises(ValueError, match="allow_fallback is for the smnist sweeps only"):
+        sweeps.jobs("asrnn", "smoke", allow_fallback=True)
+
+
 def test_bad_sweep_arguments_are_one_line_errors(capsys):
     assert cli.main(["sweep", "nosuch", "--profile", "smoke", "--device", "cpu"]) == 2
     assert "unknown sweep 'nosuch'" in capsys.readouterr().err
