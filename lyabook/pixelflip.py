@@ -127,6 +127,8 @@ def pixel_scores(log_r: torch.Tensor, permutation: torch.Tensor, n: int = 1) -> 
     the step that showed it (``n = 1``: the dissertation's R_1). log_r (T, B, k) from
     `r_values`, permutation (T,) as in `authors_permutation`."""
     n = _as_int("n", n, 1)
+    if not torch.is_tensor(log_r):
+        raise TypeError(f"log_r must be a torch.Tensor (T, B, k) as r_values returns it, got {type(log_r).__name__}")
     if log_r.ndim != 3 or n > log_r.shape[2]:
         raise ValueError(f"log_r must be (T, B, k) with k >= n = {n}, got {tuple(log_r.shape)}")
     perm = torch.as_tensor(permutation)
@@ -163,8 +165,14 @@ def random_pixels(n_samples: int, n_images: int, n_pixels: int, k: int, generato
 def flip(images: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """Algorithm 3: a copy of ``images`` (..., P) in [0, 1] with the given pixels (..., k)
     flipped: a dark pixel (below 0.001, the authors' test) to 1 ("up"), any other to 0 ("down")."""
+    if not (torch.is_tensor(images) and images.is_floating_point()):
+        raise TypeError(f"images must be a float tensor (..., P) in [0, 1], got {getattr(images, 'dtype', type(images).__name__)}")
+    if not (torch.is_tensor(pixels) and pixels.dtype == torch.int64):
+        raise TypeError(f"pixels must be an int64 tensor of pixel indices, got {getattr(pixels, 'dtype', type(pixels).__name__)}")
     if images.shape[:-1] != pixels.shape[:-1]:
         raise ValueError(f"pixels {tuple(pixels.shape)} must index images {tuple(images.shape)} (same leading shape)")
+    if pixels.numel() and (int(pixels.min()) < 0 or int(pixels.max()) >= images.shape[-1]):
+        raise ValueError(f"pixels must lie in [0, {images.shape[-1]}), got {int(pixels.min())}..{int(pixels.max())}")
     out = images.clone()
     chosen = out.gather(-1, pixels)
     return out.scatter(-1, pixels, (chosen < FLIP_THRESHOLD).to(out.dtype))
@@ -178,12 +186,15 @@ def losses(network, images: torch.Tensor, labels: torch.Tensor, permutation: tor
     order, shown pixel by pixel in ``permutation``'s order; labels (N,)."""
     if images.ndim != 2 or labels.shape != images.shape[:1]:
         raise ValueError(f"images must be (N, P) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+    perm = torch.as_tensor(permutation)
+    if perm.shape != (images.shape[1],) or not torch.equal(perm.sort().values, torch.arange(images.shape[1])):
+        raise ValueError(f"permutation must order the {images.shape[1]} pixels (each index once), got shape {tuple(perm.shape)}")
     batch = _as_int("batch", batch, 1)
     was = network.training
     network.eval()
     dev, dtype = network.readout.weight.device, network.readout.weight.dtype
     try:
-        logits = torch.cat([network(images[i : i + batch][:, permutation].unsqueeze(-1).to(dev, dtype))[0][:, -1]
+        logits = torch.cat([network(images[i : i + batch][:, perm].unsqueeze(-1).to(dev, dtype))[0][:, -1]
                             for i in range(0, len(images), batch)])
     finally:
         network.train(was)

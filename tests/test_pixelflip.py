@@ -189,3 +189,18 @@ def test_authors_init_is_xavier_normal_with_torchs_default_biases():
     assert float(net.readout.weight.detach().abs().max()) <= 512 ** -0.5
     with pytest.raises(ValueError, match="authors_init is for a one-layer RNN"):
         Population(rnn.RNN, 1, 1, 4, 2, init=pixelflip.authors_init(1, 4), num_layers=2)
+
+
+def test_bad_inputs_name_the_parameter():
+    images = torch.rand(2, 5)
+    with pytest.raises(TypeError, match="pixels must be an int64 tensor"):
+        pixelflip.flip(images, torch.zeros(2, 1))
+    with pytest.raises(ValueError, match=r"pixels must lie in \[0, 5\)"):
+        pixelflip.flip(images, torch.full((2, 1), 5))
+    with pytest.raises(TypeError, match="images must be a float tensor"):
+        pixelflip.flip(torch.zeros(2, 5, dtype=torch.uint8), torch.zeros(2, 1, dtype=torch.long))
+    with pytest.raises(TypeError, match="log_r must be a torch.Tensor"):
+        pixelflip.pixel_scores(np.zeros((5, 2, 1)), torch.arange(5))
+    net = Population(rnn.RNN, 1, 1, 3, 2, seed=0).network(0)
+    with pytest.raises(ValueError, match="permutation must order the 5 pixels"):
+        pixelflip.losses(net, images, torch.zeros(2, dtype=torch.long), torch.zeros(5, dtype=torch.long))
