@@ -34,7 +34,7 @@ from torch import nn
 
 from .lyapunov import _as_int
 
-__all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "PredNet", "fit_prednet", "embed", "median_split", "best_threshold", "orthant_classifier",
+__all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "PredNet", "fit_prednet", "embedding", "embed", "median_split", "best_threshold", "orthant_classifier",
            "Scores", "scores", "bootstrap_interval", "split_by_network", "split_by_row", "region_composition",
            "shift_prediction", "to_level_set", "null_space", "decode", "predict"]
 
@@ -367,12 +367,11 @@ def predict(model: AeLLE, latents) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ embedding and classifiers
-def embed(latents, loss, n_components: int = 2, fit_rows=None) -> np.ndarray:
-    """Scores (n, n_components) of scikit-learn's PCA of ``latents`` (n, d), each component's sign
-    fixed so that it falls with ``loss`` (PC signs are arbitrary; the dissertation puts the
-    high-accuracy side left in one place and right in another): larger PC = lower loss.
-    ``fit_rows``: a boolean mask (or indices) of the rows the PCA and the signs are fitted on
-    (e.g. the training networks); every row is projected. Default: all rows."""
+def embedding(latents, loss, n_components: int = 2, fit_rows=None):
+    """The projection `embed` applies, as a function of latents (m, d) -> scores (m, n_components):
+    scikit-learn's PCA fitted on ``latents`` (n, d) (the rows ``fit_rows`` only, a boolean mask or
+    indices, when given), each component's sign fixed so that it falls with ``loss`` on those rows.
+    Use it to place new latents (moved ones, say) in the same plane as the networks'."""
     from sklearn.decomposition import PCA
 
     z = np.asarray(latents.detach().cpu() if torch.is_tensor(latents) else latents, dtype=np.float64)
@@ -383,11 +382,25 @@ def embed(latents, loss, n_components: int = 2, fit_rows=None) -> np.ndarray:
     k = _as_int("n_components", n_components, 1)
     if k > min(len(rows), z.shape[1]):
         raise ValueError(f"n_components must be <= min(fitted rows, d) = {min(len(rows), z.shape[1])}, got {k}")
-    pcs = PCA(n_components=k).fit(z[rows]).transform(z)
-    for j in range(k):
-        if np.corrcoef(pcs[rows, j], loss[rows])[0, 1] > 0:
-            pcs[:, j] *= -1
-    return pcs
+    pca = PCA(n_components=k).fit(z[rows])
+    fitted = pca.transform(z[rows])
+    signs = np.array([-1.0 if np.corrcoef(fitted[:, j], loss[rows])[0, 1] > 0 else 1.0 for j in range(k)])
+
+    def project(new_latents) -> np.ndarray:
+        x = np.asarray(new_latents.detach().cpu() if torch.is_tensor(new_latents) else new_latents, dtype=np.float64)
+        return pca.transform(x) * signs
+
+    return project
+
+
+def embed(latents, loss, n_components: int = 2, fit_rows=None) -> np.ndarray:
+    """Scores (n, n_components) of scikit-learn's PCA of ``latents`` (n, d), each component's sign
+    fixed so that it falls with ``loss`` (PC signs are arbitrary; the dissertation puts the
+    high-accuracy side left in one place and right in another): larger PC = lower loss.
+    ``fit_rows``: a boolean mask (or indices) of the rows the PCA and the signs are fitted on
+    (e.g. the training networks); every row is projected. Default: all rows. `embedding` returns
+    the projection itself."""
+    return embedding(latents, loss, n_components, fit_rows)(latents)
 
 
 @dataclass

@@ -439,12 +439,19 @@ def mnist_sequences(images: torch.Tensor, order: str = "row", permutation_seed: 
         if permutation is None:
             perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(permutation_seed))
         else:
-            perm = torch.as_tensor(permutation)
-            if perm.dtype not in (torch.int32, torch.int64) or not torch.equal(perm.sort().values, torch.arange(flat.shape[1])):
-                raise ValueError(f"permutation must hold each of the {flat.shape[1]} pixel indices once (integers), "
-                                 f"got {perm.dtype} of shape {tuple(perm.shape)}")
+            perm = check_permutation(permutation, flat.shape[1])
         return flat[:, perm].unsqueeze(-1)
     raise ValueError(f"order must be 'row' or 'permuted', got {order!r}")
+
+
+def check_permutation(permutation, n_pixels: int) -> torch.Tensor:
+    """``permutation`` as a tensor, or a ValueError unless it holds each of the ``n_pixels`` pixel
+    indices once (integers)."""
+    perm = torch.as_tensor(permutation)
+    if perm.dtype not in (torch.int32, torch.int64) or not torch.equal(perm.sort().values, torch.arange(n_pixels)):
+        raise ValueError(f"permutation must hold each of the {n_pixels} pixel indices once (integers), "
+                         f"got {perm.dtype} of shape {tuple(perm.shape)}")
+    return perm
 
 
 def _check_data(name: str, t, min_ndim: int, what: str) -> None:

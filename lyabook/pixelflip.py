@@ -24,6 +24,7 @@ import math
 import numpy as np
 import torch
 
+from .data import check_permutation
 from .lyapunov import _as_int, lyapunov_spectrum
 
 __all__ = ["AUTHORS_PERMUTATION_SEED", "authors_permutation", "authors_init", "ResetTrajectory", "r_values", "pixel_scores",
@@ -40,9 +41,10 @@ def authors_permutation(n_pixels: int = 784, seed: int = AUTHORS_PERMUTATION_SEE
 
 
 def authors_init(input_size: int, hidden_size: int):
-    """The pixel-flipping network's initialization (nnRNN's ``RNNCell``, spec section 12.1), as a
-    `lyabook.population.Population` ``init(name, shape, p, generator)``: both weight matrices
-    Xavier normal with gain p (the authors': 1); the input layer's bias torch's ``nn.Linear``
+    """The initialization of Chapter 4's networks in the authors' code, as a
+    `lyabook.population.Population` ``init(name, shape, p, generator)`` for a one-layer
+    `lyabook.rnn.RNN`: both weight matrices Xavier normal with gain p (pixel flipping, nnRNN's
+    ``RNNCell``, spec section 12.1: 1; the gradient study, section 11.1: 0.005); with biases, the input layer's bias torch's ``nn.Linear``
     default U(-1/sqrt(I), 1/sqrt(I)) and the recurrent one 0 (their recurrent layer had none);
     the read-out torch's default, U(-1/sqrt(H), 1/sqrt(H)) for its weight and bias."""
     bounds = {"cell.module.bias_ih_l0": 1 / math.sqrt(input_size), "cell.module.bias_hh_l0": 0.0,
@@ -64,10 +66,8 @@ def _rnn_weights(cell):
 
     if not isinstance(cell, RNN) or cell.num_layers != 1 or cell.nonlinearity != "tanh":
         raise TypeError(f"cell must be a one-layer tanh lyabook.rnn.RNN, got {cell!r}")
-    m = cell.module
-    b = (m.bias_ih_l0 + m.bias_hh_l0) if cell.bias else torch.zeros(cell.hidden_size, dtype=m.weight_hh_l0.dtype,
-                                                                    device=m.weight_hh_l0.device)
-    return m.weight_ih_l0, m.weight_hh_l0, b
+    w_ih, w_hh, b_ih, b_hh = cell._w(0)
+    return w_ih, w_hh, (b_ih + b_hh) if cell.bias else torch.zeros_like(w_hh[:, 0])
 
 
 class ResetTrajectory:
@@ -186,9 +186,7 @@ def losses(network, images: torch.Tensor, labels: torch.Tensor, permutation: tor
     order, shown pixel by pixel in ``permutation``'s order; labels (N,)."""
     if images.ndim != 2 or labels.shape != images.shape[:1]:
         raise ValueError(f"images must be (N, P) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
-    perm = torch.as_tensor(permutation)
-    if perm.shape != (images.shape[1],) or not torch.equal(perm.sort().values, torch.arange(images.shape[1])):
-        raise ValueError(f"permutation must order the {images.shape[1]} pixels (each index once), got shape {tuple(perm.shape)}")
+    perm = check_permutation(permutation, images.shape[1])
     batch = _as_int("batch", batch, 1)
     was = network.training
     network.eval()

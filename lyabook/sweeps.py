@@ -113,10 +113,18 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _mnist(data_dir, profile: dict):
+def _mnist(data_dir, profile: dict, allow_fallback: bool = False):
+    """MNIST's (train, test) images and labels, cut to the profile's sizes; with
+    ``allow_fallback``, scikit-learn's 8x8 digits when MNIST is missing (smoke runs; the data
+    are part of a run's identity, so such a run never mixes with MNIST's)."""
     from . import data
 
-    mnist = data.load_mnist(data_dir)
+    try:
+        mnist = data.load_mnist(data_dir)
+    except data.DataError:
+        if not allow_fallback:
+            raise
+        mnist = data.fallback_digits()
     (xtr, ytr), (xte, yte) = mnist["train"], mnist["test"]
     if profile["train_images"]:
         xtr, ytr = xtr[: profile["train_images"]], ytr[: profile["train_images"]]
@@ -147,14 +155,7 @@ def _smnist_jobs(profile_name: str, data_dir, device, order: str, seed: int = 0,
 
     def task():  # loaded once, by the first job a shard builds
         if not loaded:
-            try:
-                (xtr, ytr), (xte, yte) = _mnist(data_dir, prof)
-            except data.DataError:
-                if not allow_fallback:
-                    raise
-                fb = data.fallback_digits()  # smoke runs without MNIST: 8x8 digits (a run of its own: the data are in its identity)
-                (xtr, ytr), (xte, yte) = ((x[:n], y[:n]) for (x, y), n in ((fb["train"], prof["train_images"]),
-                                                                          (fb["test"], prof["test_images"])))
+            (xtr, ytr), (xte, yte) = _mnist(data_dir, prof, allow_fallback)
             xtr, xte = data.mnist_sequences(xtr, order), data.mnist_sequences(xte, order)
             loaded["train"] = data.batches(xtr, ytr, prof["batch"], shuffle_seed=seed)
             loaded["valid"] = data.batches(xte, yte, prof["valid_batch"])

@@ -351,17 +351,30 @@ class RunRecords:
                                f"be trained from it; ask for at most {last} epochs to use the records as they are, or "
                                "delete the folder to train from scratch")
 
-    def load_checkpoint(self, device, last_record: int) -> dict:
-        """state.pt, loaded as data only (``weights_only=True``: a crafted file cannot run code),
-        checked against the records; every problem is one line naming the file and what to do."""
+    def _read(self, name: str, device, what: str, remedy: str):
+        """``name`` in the run folder loaded as data only (``weights_only=True``: a crafted file
+        cannot run code); a file that does not load is one line naming it, ``what`` it should be
+        and the ``remedy``."""
         import pickle
 
-        path = self.dir / "state.pt"
+        path = self.dir / name
         try:
-            state = torch.load(path, map_location=device, weights_only=True)
+            return torch.load(path, map_location=device, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-            raise RuntimeError(f"{path}: not a lyabook checkpoint that loads as data ({type(err).__name__}: "
-                               f"{str(err).splitlines()[0] if str(err) else ''}); delete it and the records after it") from None
+            raise RuntimeError(f"{path}: not a lyabook {what} that loads as data ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0] if str(err) else ''}); {remedy}") from None
+
+    def _write(self, name: str, obj) -> None:
+        """``obj`` saved as ``name`` in the run folder atomically (a temporary file, then a rename)."""
+        tmp = self.dir / f"{name}.tmp"
+        torch.save(obj, tmp)
+        tmp.replace(self.dir / name)
+
+    def load_checkpoint(self, device, last_record: int) -> dict:
+        """state.pt, loaded as data only, checked against the records; every problem is one line
+        naming the file and what to do."""
+        path = self.dir / "state.pt"
+        state = self._read("state.pt", device, "checkpoint", "delete it and the records after it")
         keys = {"epoch", "model", "optimizer", "lr", "rng_cpu"}
         if not isinstance(state, dict) or not keys <= set(state):
             raise RuntimeError(f"{path}: not a lyabook checkpoint of this trainer (keys {sorted(keys)} expected); "
@@ -374,21 +387,13 @@ class RunRecords:
     def save_weights(self, e: int, model: torch.nn.Module) -> None:
         """``weights.pt``: the model's weights after epoch e alone (a few MB for one network, small
         enough to commit, unlike ``state.pt`` with the optimizer state), written atomically."""
-        tmp = self.dir / "weights.pt.tmp"
-        torch.save({"epoch": e, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
-        tmp.replace(self.dir / "weights.pt")
+        self._write("weights.pt", {"epoch": e, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
 
     def load_weights(self, device, last_record: int) -> dict:
         """The state dict in ``weights.pt``, loaded as data only; a one-line error naming the file
         unless it holds the weights of the records' last epoch."""
-        import pickle
-
         path = self.dir / "weights.pt"
-        try:
-            saved = torch.load(path, map_location=device, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-            raise RuntimeError(f"{path}: not a lyabook weights file that loads as data ({type(err).__name__}); "
-                               "delete it and rerun the training") from None
+        saved = self._read("weights.pt", device, "weights file", "delete it and rerun the training")
         if not isinstance(saved, dict) or set(saved) != {"epoch", "model"}:
             raise RuntimeError(f"{path}: not a lyabook weights file (keys 'epoch' and 'model' expected)")
         if saved["epoch"] != last_record:
@@ -405,9 +410,7 @@ class RunRecords:
         self.dir.mkdir(parents=True, exist_ok=True)
         save_results(self.dir / f"epoch_{e:03d}.json", scalars, prov, arrays=arrays or None)
         if checkpoint is not None:
-            tmp = self.dir / "state.pt.tmp"
-            torch.save(checkpoint, tmp)
-            tmp.replace(self.dir / "state.pt")
+            self._write("state.pt", checkpoint)
 
 
 def _shard_dir(run_dir: Path, shard) -> Path:

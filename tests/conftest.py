@@ -12,4 +12,4 @@ def fake_mnist(monkeypatch):
     g = torch.Generator().manual_seed(0)
     train = (torch.randint(0, 256, (256, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (256,), generator=g))
     test = (torch.randint(0, 256, (64, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (64,), generator=g))
-    monkeypatch.setattr(sweeps, "_mnist", lambda data_dir, profile: (train, test))
+    monkeypatch.setattr(sweeps, "_mnist", lambda data_dir, profile, allow_fallback=False: (train, test))

@@ -86,6 +86,9 @@ def test_embed_orients_every_component_to_fall_with_loss():
     ref = PCA(n_components=2).fit(z[:100]).transform(z)
     np.testing.assert_allclose(np.abs(part), np.abs(ref), atol=1e-12)
     assert np.corrcoef(part[100:, 0], loss[100:])[0, 1] < -0.9
+    project = aelle.embedding(z, loss, n_components=2, fit_rows=np.arange(200) < 100)  # the same plane, for new points
+    np.testing.assert_array_equal(project(z), part)
+    np.testing.assert_array_equal(project(z[150:]), part[150:])
 
 
 def test_aelle_separates_what_the_mean_exponent_cannot():

@@ -202,5 +202,5 @@ def test_bad_inputs_name_the_parameter():
     with pytest.raises(TypeError, match="log_r must be a torch.Tensor"):
         pixelflip.pixel_scores(np.zeros((5, 2, 1)), torch.arange(5))
     net = Population(rnn.RNN, 1, 1, 3, 2, seed=0).network(0)
-    with pytest.raises(ValueError, match="permutation must order the 5 pixels"):
+    with pytest.raises(ValueError, match="permutation must hold each of the 5 pixel indices once"):
         pixelflip.losses(net, images, torch.zeros(2, dtype=torch.long), torch.zeros(5, dtype=torch.long))

@@ -73,22 +73,28 @@ def test_forward_loss_step_and_jacobians_equal_each_networks_own(name):
 def test_training_networks_together_equals_training_each_alone(name):
     x, y = _data(T=4, B=6)
     lrs = [0.02, 0.05, 0.1]
-    pop = _population(name)
+    _assert_training_together_equals_alone(_population(name), x, y, "PopulationAdam", lrs, steps=4, label=name)
+
+
+def _assert_training_together_equals_alone(pop, x, y, optimizer, lrs, *, steps, label, **torch_kwargs):
+    """``steps`` steps of the population optimizer ``optimizer`` (a lyabook.population name) on
+    the joint loss leave every network's weights as torch's namesake optimizer on it alone (1e-10)."""
+    from lyabook import population
+
     alone = [pop.network(i) for i in range(P)]
-    opt = PopulationAdam(pop.parameters(), lr=lrs)
-    for _ in range(4):
+    opt = getattr(population, optimizer)(pop.parameters(), lr=lrs)
+    for _ in range(steps):
         opt.zero_grad()
-        out, _ = pop(x)
-        _loss(out, y.expand(P, -1), "classification")[0].sum().backward()
+        _loss(pop(x)[0], y.expand(P, -1), "classification")[0].sum().backward()
         opt.step()
     for i, net in enumerate(alone):
-        o = torch.optim.Adam(net.parameters(), lr=lrs[i])
-        for _ in range(4):
+        o = getattr(torch.optim, optimizer.removeprefix("Population"))(net.parameters(), lr=lrs[i], **torch_kwargs)
+        for _ in range(steps):
             o.zero_grad()
             torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
             o.step()
         for (n, a), (_, b) in zip(pop.network(i).state_dict().items(), net.state_dict().items()):
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"{name} network {i}: {n}")
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"{label} network {i}: {n}")
 
 
 @pytest.mark.parametrize("name", ["LSTM", "CoRNN", "LEM", "GRU"])
@@ -266,24 +272,8 @@ def test_random_draws_have_the_asked_statistics_and_differ_between_networks_and_
 def test_population_optimizer_equals_torchs_for_each_network(name, arch, lrs, torch_kwargs):
     """Adagrad (the ASRNN grid) and RMSprop (Chapter 4's pixel-flipping network), one learning
     rate per network, step for step equal to torch's optimizer on each network alone."""
-    from lyabook import population
-
-    pop = _population(arch)
     x, y = _data()
-    alone = [pop.network(i) for i in range(P)]
-    opt = getattr(population, name)(pop.parameters(), lr=lrs)
-    for _ in range(3):
-        opt.zero_grad()
-        _loss(pop(x)[0], y.expand(P, -1), "classification")[0].sum().backward()
-        opt.step()
-    for i, net in enumerate(alone):
-        o = getattr(torch.optim, name.removeprefix("Population"))(net.parameters(), lr=lrs[i], **torch_kwargs)
-        for _ in range(3):
-            o.zero_grad()
-            torch.nn.functional.cross_entropy(net(x)[0][:, -1], y).backward()
-            o.step()
-        for (n, a), (_, b) in zip(pop.network(i).state_dict().items(), net.state_dict().items()):
-            torch.testing.assert_close(a, b, atol=1e-10, rtol=0, msg=f"network {i}: {n}")
+    _assert_training_together_equals_alone(_population(arch), x, y, name, lrs, steps=3, label=name, **torch_kwargs)
 
 
 def test_population_rmsprop_checks_alpha():

@@ -55,10 +55,10 @@ def test_smnist_init_p_is_what_each_architectures_population_starts_from(fake_mn
 def test_smnist_sweep_falls_back_to_the_8x8_digits_only_when_asked(tmp_path, monkeypatch):
     from lyabook import data
 
-    def missing(data_dir, profile):
+    def missing(data_dir=None):
         raise data.DataError("mnist/train-images-idx3-ubyte.gz is not here")
 
-    monkeypatch.setattr(sweeps, "_mnist", missing)
+    monkeypatch.setattr(data, "load_mnist", missing)
     with pytest.raises(data.DataError, match="not here"):
         sweeps.run_shard("smnist", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0)
     done = sweeps.run_shard("smnist", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0, allow_fallback=True)
