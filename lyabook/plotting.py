@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["WIDTH_IN", "DPI", "use_book_style", "panels", "caption", "colorbar", "plot_spectrum",
-           "exponent_label", "EXPONENT_LABEL", "INDEX_LABEL"]
+           "exponent_label", "EXPONENT_LABEL", "INDEX_LABEL", "hover_scatter"]
 
 WIDTH_IN = 6.0       # inches: 6.0 x 130 dpi = 780 px, the text column's width
 DPI = 130
@@ -120,3 +120,46 @@ def plot_spectrum(ax, exponents, *, unit: str = "step", stderr=None, **kw):
     ax.set_xlabel(INDEX_LABEL)
     ax.set_ylabel(exponent_label(unit))
     return line
+
+
+def hover_scatter(x, y, colors, labels, *, title: str = "", xlabel: str = "", ylabel: str = "",
+                  width: int = 640, height: int = 440, radius: float = 2.5) -> str:
+    """A scatter plot as an SVG in HTML whose points show their label when the pointer rests on
+    them (each circle's SVG <title>): the HTML book's interactive figures, with no plotting
+    library in the reader's browser and nothing fetched. ``x``, ``y``: (n,) finite numbers;
+    ``colors``: n CSS colours (e.g. `matplotlib.colors.to_hex`); ``labels``: n strings (escaped
+    here). Returns the HTML; show it with ``IPython.display.HTML``."""
+    from html import escape
+
+    x, y = (np.asarray(v, dtype=float).ravel() for v in (x, y))
+    n = len(x)
+    for name, v in (("y", y), ("colors", colors), ("labels", labels)):
+        if len(v) != n:
+            raise ValueError(f"{name} must have one entry per point ({n}), got {len(v)}")
+    if n == 0 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x and y must be non-empty and finite (drop the points without a value first)")
+    left, right, top, bottom = 62, 12, 28, 44
+    pw, ph = width - left - right, height - top - bottom
+
+    def scale(v, size, flip):
+        lo, hi = float(v.min()), float(v.max())
+        pad = 0.04 * (hi - lo or 1.0)
+        lo, hi = lo - pad, hi + pad
+        f = (v - lo) / (hi - lo)
+        return (1 - f if flip else f) * size, (lo, hi)
+
+    px, (x0, x1) = scale(x, pw, False)
+    py, (y0, y1) = scale(y, ph, True)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+           f'<text x="{width / 2:.0f}" y="16" text-anchor="middle" font-size="12">{escape(title)}</text>',
+           f'<g transform="translate({left},{top})"><rect width="{pw}" height="{ph}" fill="none" stroke="#888"/>']
+    for k in range(5):  # ticks at 0, 1/4, ..., 1 of each axis
+        f = k / 4
+        out.append(f'<text x="{f * pw:.1f}" y="{ph + 14}" text-anchor="middle">{x0 + f * (x1 - x0):.3g}</text>')
+        out.append(f'<text x="-4" y="{(1 - f) * ph + 4:.1f}" text-anchor="end">{y0 + f * (y1 - y0):.3g}</text>')
+    out.append(f'<text x="{pw / 2:.0f}" y="{ph + 32}" text-anchor="middle">{escape(xlabel)}</text>')
+    out.append(f'<text transform="translate(-46,{ph / 2:.0f}) rotate(-90)" text-anchor="middle">{escape(ylabel)}</text>')
+    for a, b, c, t in zip(px, py, colors, labels):
+        out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="{radius}" fill="{escape(str(c))}"><title>{escape(str(t))}</title></circle>')
+    out.append("</g></svg>")
+    return "<div>" + "".join(out) + "</div>"

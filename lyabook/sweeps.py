@@ -219,7 +219,7 @@ def asrnn_eigenvalues(model):
     return torch.stack([eig.real, eig.imag], -1).numpy()
 
 
-def _asrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]:
+def _asrnn_jobs(profile_name: str, data_dir, device, seed: int = 0, allow_fallback: bool = False) -> list[Job]:
     from . import data
     from .population import Population, PopulationAdagrad
 
@@ -228,7 +228,12 @@ def _asrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]
     combos = [(s_, e, g, lr) for s_ in grid["sigma"] for e in grid["eps"] for g in grid["gamma"] for lr in grid["lr"]]
 
     def build():
-        mnist = data.load_mnist(data_dir)
+        try:
+            mnist = data.load_mnist(data_dir)
+        except data.DataError:  # smoke runs only: the 8x8 digits (8 rows of 8 pixels), a run of its own
+            if not allow_fallback:
+                raise
+            mnist = data.fallback_digits()
         x, y = mnist["train"]
         if prof["train_images"]:
             x, y = x[: prof["train_images"]], y[: prof["train_images"]]
@@ -241,7 +246,7 @@ def _asrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]
         k, n = prof["le_images"], prof["le_sequences"]
         le = seqs[va[: k * n]].reshape(n, k * seqs.shape[1], seqs.shape[2])  # k images' rows back to back
         steps = prof["le_warmup"] + prof["le_steps"]
-        pop = Population(rnn.ASRNN, len(combos), 28, prof["hidden"], 10, seed=seed, init=asrnn_grid_init,
+        pop = Population(rnn.ASRNN, len(combos), seqs.shape[2], prof["hidden"], 10, seed=seed, init=asrnn_grid_init,
                          init_p=[c[0] for c in combos], eps=[c[1] for c in combos], gamma=[c[2] for c in combos]).to(device)
         kwargs = dict(epochs=prof["epochs"], lr=[c[3] for c in combos], task="classification", lr_decay=1.0,
                       optimizer=PopulationAdagrad, spectrum_epochs=[prof["epochs"]],
@@ -257,7 +262,7 @@ FORCE_VERSION = 1  # bumped when a change to lyabook.force or this job changes i
 FORCE_PROFILES = {
     "full": {"networks": 120, "g": [round(1.1 + 0.1 * k, 1) for k in range(10)], "units": 512, "epochs": 15,
              "epoch_steps": 1200, "test_steps": 12000, "spectrum_epochs": [5, 14], "warmup": 100, "steps": 200},
-    "smoke": {"networks": 3, "g": [1.2, 1.5], "units": 20, "epochs": 2, "epoch_steps": 200, "test_steps": 200,
+    "smoke": {"networks": 8, "g": [1.2, 1.5, 1.8], "units": 20, "epochs": 2, "epoch_steps": 200, "test_steps": 200,
               "spectrum_epochs": [0, 1], "warmup": 10, "steps": 20},
 }
 
@@ -345,15 +350,15 @@ SWEEPS = {
 def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fallback: bool = False) -> list[Job]:
     """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"; the
     smnist, smnist-permuted and charrnn sweeps also "reduced", a CPU-sized one); data are loaded
-    only when a job is built. ``allow_fallback`` (smnist sweeps, for smoke runs): scikit-learn's
+    only when a job is built. ``allow_fallback`` (the MNIST sweeps, for smoke runs): scikit-learn's
     8x8 digits when MNIST is missing."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
     known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
     if not isinstance(profile, str) or profile not in known:
         raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
-    if allow_fallback and not name.startswith("smnist"):
-        raise ValueError(f"allow_fallback is for the smnist sweeps only, not {name!r}")
+    if allow_fallback and not (name.startswith("smnist") or name == "asrnn"):
+        raise ValueError(f"allow_fallback is for the MNIST sweeps (smnist, smnist-permuted, asrnn) only, not {name!r}")
     return SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
 
 

@@ -101,3 +101,24 @@ def test_a_runs_records_give_one_provenance_labelled_like_the_renderings():
     col = df["the run that produced the numbers"]
     assert col["device"] == "NVIDIA H100" and col["git commit"] == "a" * 12 and col["lyabook"] == "0.2.dev1"
     assert col["epochs recorded"] == "3" and df.loc["device", "this rendering"] == "cpu"
+
+
+def test_hover_scatter_has_one_labelled_point_each_and_names_bad_input():
+    import re
+    import xml.etree.ElementTree as ET
+
+    from lyabook.plotting import hover_scatter
+
+    html = hover_scatter([0.0, 1.0, 2.0], [1.0, -1.0, 0.5], ["#ff0000", "#00ff00", "#0000ff"],
+                         ["LSTM, p 0.5 <best>", "GRU & co", "RNN"], title="t", xlabel="x", ylabel="y")
+    svg = ET.fromstring(re.search(r"<svg.*</svg>", html, re.S).group(0))  # well-formed: labels escaped
+    ns = "{http://www.w3.org/2000/svg}"
+    circles = svg.findall(f".//{ns}circle")
+    assert [c.find(f"{ns}title").text for c in circles] == ["LSTM, p 0.5 <best>", "GRU & co", "RNN"]
+    cx = [float(c.get("cx")) for c in circles]
+    cy = [float(c.get("cy")) for c in circles]
+    assert cx[0] < cx[1] < cx[2] and cy[0] < cy[2] < cy[1]  # x grows rightwards, y upwards
+    with pytest.raises(ValueError, match="labels must have one entry per point"):
+        hover_scatter([0.0, 1.0], [0.0, 1.0], ["red", "red"], ["a"])
+    with pytest.raises(ValueError, match="finite"):
+        hover_scatter([0.0, float("nan")], [0.0, 1.0], ["red", "red"], ["a", "b"])

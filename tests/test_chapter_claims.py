@@ -219,6 +219,10 @@ def test_ftle_gradient_verdicts_follow_the_saved_numbers():
             abs(res["alignment_code_q"][ep][f"{q} / first 5"] - d[i]) < 0.01
             for q, d in {"first 10": (0.089, 0.200), "last 10": (0.089, 0.051), "random 10": (0.088, 0.067)}.items()
             for i, ep in enumerate(("0", e))),
+        "with covariant vectors in place of Q vectors, the first ten still align more with the gradient after training":
+            res["alignment_clv"][e]["first 10 / first 5"] > 1.2 * res["alignment_clv"]["0"]["first 10 / first 5"],
+        "with covariant vectors, the last ten become more orthogonal to the gradient after training":
+            res["alignment_clv"][e]["last 10 / first 5"] < 0.9 * res["alignment_clv"]["0"]["last 10 / first 5"],
         "trained: the last ten Q vectors are more orthogonal to them": code(e, "last 10") < 0.9 * code("0", "last 10"),
         "trained: ten random Q vectors are slightly more orthogonal": code(e, "random 10") < code("0", "random 10"),
         "Fig. C2: after training only the first ten Q vectors narrow their alignment with the last singular vectors":
@@ -309,3 +313,4 @@ def test_aelle_smnist_verdicts_follow_the_saved_numbers():
     verdicts = _verdicts(res)
     for claim, passed in expect.items():
         assert verdicts[claim] == ("holds" if passed else "differs"), claim
+

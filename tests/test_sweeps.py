@@ -52,7 +52,8 @@ def test_smnist_init_p_is_what_each_architectures_population_starts_from(fake_mn
         sweeps.smnist_init_p("Transformer", 3)
 
 
-def test_smnist_sweep_falls_back_to_the_8x8_digits_only_when_asked(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["smnist", "asrnn"])
+def test_mnist_sweeps_fall_back_to_the_8x8_digits_only_when_asked(tmp_path, monkeypatch, name):
     from lyabook import data
 
     def missing(data_dir=None):
@@ -60,13 +61,13 @@ def test_smnist_sweep_falls_back_to_the_8x8_digits_only_when_asked(tmp_path, mon
 
     monkeypatch.setattr(data, "load_mnist", missing)
     with pytest.raises(data.DataError, match="not here"):
-        sweeps.run_shard("smnist", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0)
-    done = sweeps.run_shard("smnist", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0, allow_fallback=True)
-    assert len(done) == 8 and all(len(r) == 1 for r in done.values())
-    pop = sweeps.jobs("smnist", "smoke", allow_fallback=True)[0].build()[0]
+        sweeps.run_shard(name, tmp_path, profile="smoke", device="cpu", progress=False, epochs=0)
+    done = sweeps.run_shard(name, tmp_path, profile="smoke", device="cpu", progress=False, epochs=0, allow_fallback=True)
+    assert len(done) == len(sweeps.jobs(name, "smoke")) and all(len(r) == 1 for r in done.values())
+    pop = sweeps.jobs(name, "smoke", allow_fallback=True)[0].build()[0]
     assert pop.input_size == 8  # a row of the 8x8 digits per step
-    with pytest.raises(ValueError, match="allow_fallback is for the smnist sweeps only"):
-        sweeps.jobs("asrnn", "smoke", allow_fallback=True)
+    with pytest.raises(ValueError, match="allow_fallback is for the MNIST sweeps"):
+        sweeps.jobs("force", "smoke", allow_fallback=True)
 
 
 def test_bad_sweep_arguments_are_one_line_errors(capsys):
