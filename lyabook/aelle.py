@@ -34,7 +34,7 @@ from torch import nn
 
 from .lyapunov import _as_int
 
-__all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "PredNet", "fit_prednet", "embedding", "embed", "median_split", "best_threshold", "orthant_classifier",
+__all__ = ["to_grid", "AeLLE", "fit", "AeLLEHistory", "alpha_schedule", "PredNet", "fit_prednet", "embedding", "embed", "higher_is_better", "median_split", "best_threshold", "orthant_classifier",
            "Scores", "scores", "bootstrap_interval", "split_by_network", "split_by_row", "region_composition",
            "shift_prediction", "to_level_set", "null_space", "decode", "predict"]
 
@@ -384,13 +384,26 @@ def embedding(latents, loss, n_components: int = 2, fit_rows=None):
         raise ValueError(f"n_components must be <= min(fitted rows, d) = {min(len(rows), z.shape[1])}, got {k}")
     pca = PCA(n_components=k).fit(z[rows])
     fitted = pca.transform(z[rows])
-    signs = np.array([-1.0 if np.corrcoef(fitted[:, j], loss[rows])[0, 1] > 0 else 1.0 for j in range(k)])
+    signs = np.array([1.0 if higher_is_better(fitted[:, j], loss[rows]) else -1.0 for j in range(k)])
 
     def project(new_latents) -> np.ndarray:
         x = np.asarray(new_latents.detach().cpu() if torch.is_tensor(new_latents) else new_latents, dtype=np.float64)
         return pca.transform(x) * signs
 
     return project
+
+
+def higher_is_better(statistic, loss) -> bool:
+    """Whether high values of ``statistic`` (n,) go with low ``loss`` (n,): Spearman's rank
+    correlation below 0. Ranks, not Pearson's r: losses span decades (a network that blows up
+    reaches 1e13), and Pearson's r of one such network would set the side for all. A statistic
+    without rank correlation (0 or undefined) counts as higher-is-better."""
+    import scipy.stats
+
+    s, loss = _pair(statistic, loss)
+    if np.ptp(s) == 0 or np.ptp(loss) == 0:
+        return True
+    return bool(scipy.stats.spearmanr(s, loss)[0] <= 0)
 
 
 def embed(latents, loss, n_components: int = 2, fit_rows=None) -> np.ndarray:

@@ -123,12 +123,13 @@ def plot_spectrum(ax, exponents, *, unit: str = "step", stderr=None, **kw):
 
 
 def hover_scatter(x, y, colors, labels, *, title: str = "", xlabel: str = "", ylabel: str = "",
-                  width: int = 640, height: int = 440, radius: float = 2.5) -> str:
+                  legend: dict | None = None, width: int = 640, height: int = 440, radius: float = 2.5) -> str:
     """A scatter plot as an SVG in HTML whose points show their label when the pointer rests on
     them (each circle's SVG <title>): the HTML book's interactive figures, with no plotting
     library in the reader's browser and nothing fetched. ``x``, ``y``: (n,) finite numbers;
     ``colors``: n CSS colours (e.g. `matplotlib.colors.to_hex`); ``labels``: n strings (escaped
-    here). Returns the HTML; show it with ``IPython.display.HTML``."""
+    here); ``legend``: {name: colour} shown under the plot. Returns the HTML; show it with
+    ``IPython.display.HTML``."""
     from html import escape
 
     x, y = (np.asarray(v, dtype=float).ravel() for v in (x, y))
@@ -162,4 +163,5 @@ def hover_scatter(x, y, colors, labels, *, title: str = "", xlabel: str = "", yl
     for a, b, c, t in zip(px, py, colors, labels):
         out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="{radius}" fill="{escape(str(c))}"><title>{escape(str(t))}</title></circle>')
     out.append("</g></svg>")
-    return "<div>" + "".join(out) + "</div>"
+    keys = "".join(f'<span style="color:{escape(str(c))}">&#9679;</span>&nbsp;{escape(str(k))}&emsp;' for k, c in (legend or {}).items())
+    return "<div>" + "".join(out) + (f'<div style="font-size:12px">{keys}</div>' if keys else "") + "</div>"

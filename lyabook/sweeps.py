@@ -228,15 +228,7 @@ def _asrnn_jobs(profile_name: str, data_dir, device, seed: int = 0, allow_fallba
     combos = [(s_, e, g, lr) for s_ in grid["sigma"] for e in grid["eps"] for g in grid["gamma"] for lr in grid["lr"]]
 
     def build():
-        try:
-            mnist = data.load_mnist(data_dir)
-        except data.DataError:  # smoke runs only: the 8x8 digits (8 rows of 8 pixels), a run of its own
-            if not allow_fallback:
-                raise
-            mnist = data.fallback_digits()
-        x, y = mnist["train"]
-        if prof["train_images"]:
-            x, y = x[: prof["train_images"]], y[: prof["train_images"]]
+        (x, y), _ = _mnist(data_dir, {"train_images": prof["train_images"], "test_images": None}, allow_fallback)
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         n_train = int(0.75 * len(x))
         seqs = data.mnist_sequences(x, "row")

@@ -78,7 +78,9 @@ def test_embed_orients_every_component_to_fall_with_loss():
     loss = rng.uniform(0, 1, 200)
     z = np.stack([loss * 3 + rng.normal(0, 0.1, 200), rng.normal(0, 0.3, 200), -loss], 1)
     pcs = aelle.embed(z, loss, n_components=2)
-    assert np.corrcoef(pcs[:, 0], loss)[0, 1] < -0.9 and np.corrcoef(pcs[:, 1], loss)[0, 1] <= 0
+    import scipy.stats
+
+    assert np.corrcoef(pcs[:, 0], loss)[0, 1] < -0.9 and scipy.stats.spearmanr(pcs[:, 1], loss)[0] <= 0  # by ranks
     # fitted on the first 100 rows only: those rows' PCA, applied to every row
     from sklearn.decomposition import PCA
 
@@ -177,3 +179,19 @@ def test_moving_latents_along_the_predictor_and_the_level_set_it_maps_to_one_los
     expect = torch.sigmoid(torch.tensor(b)) if squash else torch.tensor(b)
     torch.testing.assert_close(aelle.predict(model, ns), expect.expand(3), atol=1e-5, rtol=0)
     assert aelle.decode(model, on).shape == (5, 8)
+
+
+def test_the_high_accuracy_side_is_set_by_ranks_not_by_one_blown_up_network():
+    rng = np.random.default_rng(0)
+    stat = rng.normal(size=200)
+    loss = np.exp(-stat) + 0.01 * rng.random(200)    # falls with the statistic, rank for rank
+    loss[np.argmax(stat)] = 1e13                     # one network that blew up, at the top of the statistic
+    assert np.corrcoef(stat, loss)[0, 1] > 0         # Pearson's r is set by that one network
+    assert aelle.higher_is_better(stat, loss)
+    assert not aelle.higher_is_better(-stat, loss)
+    z = np.stack([3 * stat, 0.3 * rng.normal(size=200)], 1) @ np.linalg.qr(rng.normal(size=(6, 6)))[0][:2]
+    pc1 = aelle.embed(z, loss, n_components=1)[:, 0]
+    assert np.corrcoef(pc1, stat)[0, 1] > 0.99       # PC1 oriented by ranks: high PC1 = low loss
+    assert aelle.higher_is_better(np.ones(5), np.arange(5.0))  # no rank correlation: the default side
+    with pytest.raises(ValueError, match="finite"):
+        aelle.higher_is_better([1.0, np.nan], [1.0, 2.0])

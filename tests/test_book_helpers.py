@@ -110,7 +110,9 @@ def test_hover_scatter_has_one_labelled_point_each_and_names_bad_input():
     from lyabook.plotting import hover_scatter
 
     html = hover_scatter([0.0, 1.0, 2.0], [1.0, -1.0, 0.5], ["#ff0000", "#00ff00", "#0000ff"],
-                         ["LSTM, p 0.5 <best>", "GRU & co", "RNN"], title="t", xlabel="x", ylabel="y")
+                         ["LSTM, p 0.5 <best>", "GRU & co", "RNN"], title="t", xlabel="x", ylabel="y",
+                         legend={"LSTM": "#ff0000", "GRU & co": "#00ff00"})
+    assert "GRU &amp; co" in html.split("</svg>")[1]  # the legend, escaped
     svg = ET.fromstring(re.search(r"<svg.*</svg>", html, re.S).group(0))  # well-formed: labels escaped
     ns = "{http://www.w3.org/2000/svg}"
     circles = svg.findall(f".//{ns}circle")

@@ -314,3 +314,61 @@ def test_aelle_smnist_verdicts_follow_the_saved_numbers():
     for claim, passed in expect.items():
         assert verdicts[claim] == ("holds" if passed else "differs"), claim
 
+
+def test_asrnn_verdicts_follow_the_saved_numbers():
+    """Chapter 3 (Figs. 3.2-3.4): most of the grid trained to finite losses, the saved correlations
+    are those of the saved per-network numbers, and each verdict is what its criterion gives."""
+    import scipy.stats
+
+    res = _load("07_asrnn_eigenvalues")
+    ok = np.asarray(res["finite"], dtype=bool)
+    assert len(res["grid"]) == len(ok) and ok.mean() > 0.5
+    loss, lam1, radius = (np.asarray(res[k], dtype=float)[ok] for k in ("loss", "lambda_1", "spectral_radius"))
+    corr = res["correlations"]
+    assert abs(scipy.stats.spearmanr(lam1, loss)[0] - corr["all"]["rho(lambda_1, loss)"]) < 1e-9
+    assert abs(scipy.stats.spearmanr(radius, loss)[0] - corr["all"]["rho(max |mu|, loss)"]) < 1e-9
+    pn = res["prednet"]
+    n = res["settings"]["n_splits"]
+    for inp in ("raw", "standardized"):
+        le = np.asarray(pn["final_valid_mse"][f"{inp} / Lyapunov spectrum"])
+        ei = np.asarray(pn["final_valid_mse"][f"{inp} / Jacobian eigenvalues"])
+        assert len(le) == len(ei) == n and pn["summary"][inp]["lower_in"] == int(np.sum(le < ei))
+    raw, std = pn["summary"]["raw"], pn["summary"]["standardized"]
+    expect = {
+        "Fig. 3.3: better-performing ASRNNs tend to have smaller first Lyapunov exponents":
+            corr["all"]["rho(lambda_1, loss)"] > 0 and corr["all"]["p"] < 0.01,
+        "Figs. 3.2-3.3: the spectra correlate with performance in a way the Jacobian eigenvalues do not":
+            corr["within_difference_95ci"][0] > 0,
+        "Fig. 3.4: the PredNet on exponents reaches a lower validation loss than the one on eigenvalues":
+            raw["lower_in"] >= 0.8 * n and raw["wilcoxon_p"] < 0.05,
+        "Fig. 3.4 with standardized inputs: the PredNet on exponents reaches a lower validation loss":
+            std["lower_in"] >= 0.8 * n and std["wilcoxon_p"] < 0.05,
+        "Fig. 3.4: the exponents' PredNet is lower throughout training after the first third":
+            raw["split0_fraction_of_late_steps_below"] == 1.0,
+    }
+    verdicts = _verdicts(res)
+    for claim, passed in expect.items():
+        assert verdicts[claim] == ("holds" if passed else "differs"), claim
+
+
+def test_aelle_force_verdicts_follow_the_saved_numbers():
+    """Chapter 3 (Fig. 3.7, Table B2): the threshold is the median error, and each verdict is what
+    its criterion gives on the saved errors and scores."""
+    import scipy.stats
+
+    res = _load("08_aelle_force")
+    g, mae, b2 = np.asarray(res["g"]), np.asarray(res["mae"]), res["table_b2"]
+    assert abs(res["threshold"] - np.median(mae)) < 1e-12
+    assert all(0 <= b2[n]["f1"] <= 1 for n in b2)
+    best_base = max(b2[n]["f1"] for n in ("Mean LE", "Max LE", "LE PCA"))
+    expect = {
+        "Fig. 3.7: networks with g > 1.6 tend to have lower accuracy":
+            scipy.stats.mannwhitneyu(mae[g > 1.6], mae[g <= 1.6], alternative="greater").pvalue < 0.01,
+        "Fig. 3.7: the high-accuracy threshold (the median error) is 0.57 MAE": abs(res["threshold"] - 0.57) < 0.1,
+        "Table B2: the mean LE classifies much better than the max LE": b2["Mean LE"]["f1"] > b2["Max LE"]["f1_interval"][1],
+        "Table B2: AeLLE separates high from low accuracy better than mean LE, max LE and the raw spectra's PC1":
+            b2["AeLLE"]["f1_interval"][0] > best_base,
+    }
+    verdicts = _verdicts(res)
+    for claim, passed in expect.items():
+        assert verdicts[claim] == ("holds" if passed else "differs"), claim

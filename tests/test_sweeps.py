@@ -118,15 +118,15 @@ def test_force_sweep_saves_each_g_whole_and_skips_finished_jobs(tmp_path, capsys
     from lyabook.results import load_results
 
     args = ["--profile", "smoke", "--device", "cpu", "--quiet", "--out", str(tmp_path)]
-    assert cli.main(["sweep", "force", "--shard", "1/3", *args]) == 0  # 2 jobs, 3 shards: shard 1 runs g = 1.5 only
+    assert cli.main(["sweep", "force", "--shard", "1/4", *args]) == 0  # 3 jobs, 4 shards: shard 1 runs g = 1.5 only
     files = list(tmp_path.glob("*/*/force.json"))
     assert [f.parent.parent.name for f in files] == ["force-g1.5"]
     res = load_results(files[0])["results"]
-    assert res["val_mae"].shape == (2, 3) and res["exponents_epoch_1"].shape == (3, 20)
-    assert cli.main(["sweep", "force", "--shard", "2/3", *args]) == 0  # an empty shard: nothing to do
+    assert res["val_mae"].shape == (2, 8) and res["exponents_epoch_1"].shape == (8, 20)  # (epochs, networks), (networks, units)
+    assert cli.main(["sweep", "force", "--shard", "3/4", *args]) == 0  # an empty shard: nothing to do
     before = files[0].stat().st_mtime_ns
     assert cli.main(["sweep", "force", *args]) == 0
-    assert files[0].stat().st_mtime_ns == before and len(list(tmp_path.glob("*/*/force.json"))) == 2
+    assert files[0].stat().st_mtime_ns == before and len(list(tmp_path.glob("*/*/force.json"))) == 3
 
 
 def test_asrnn_grid_records_eigenvalues_and_its_shards_merge_into_the_unsharded_run(tmp_path, monkeypatch):
@@ -138,7 +138,8 @@ def test_asrnn_grid_records_eigenvalues_and_its_shards_merge_into_the_unsharded_
     from lyabook.results import load_results
 
     g = torch.Generator().manual_seed(0)
-    fake = {"train": (torch.randint(0, 256, (512, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (512,), generator=g))}
+    fake = {part: (torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8), torch.randint(0, 10, (n,), generator=g))
+            for part, n in (("train", 512), ("test", 64))}
     monkeypatch.setattr(data, "load_mnist", lambda root=None, download=True: fake)
     args = ["--profile", "smoke", "--device", "cpu", "--quiet"]
     assert cli.main(["sweep", "asrnn", "--out", str(tmp_path / "whole"), *args]) == 0
