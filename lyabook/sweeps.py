@@ -188,7 +188,8 @@ ASRNN_PROFILES = {
     "full": {"grid": ASRNN_GRID, "hidden": 128, "epochs": 142, "train_images": None, "batch": 128, "le_sequences": 20,
              "le_images": 36, "le_warmup": 500, "le_steps": 500},
     "smoke": {"grid": {"sigma": [1, 8], "eps": [0.1, 1.0], "gamma": [0.01], "lr": [0.1, 0.5]}, "hidden": 6, "epochs": 1,
-              "train_images": 512, "batch": 64, "le_sequences": 2, "le_images": 2, "le_warmup": 20, "le_steps": 20},
+              "train_images": 512, "batch": 64, "le_sequences": 2, "le_images": 6, "le_warmup": 20, "le_steps": 20},
+    # smoke le_images 6: even the 8x8 fallback digits (8 rows each) then give the 40 steps of warm-up and measurement
 }
 
 

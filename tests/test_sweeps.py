@@ -66,6 +66,9 @@ def test_mnist_sweeps_fall_back_to_the_8x8_digits_only_when_asked(tmp_path, monk
     assert len(done) == len(sweeps.jobs(name, "smoke")) and all(len(r) == 1 for r in done.values())
     pop = sweeps.jobs(name, "smoke", allow_fallback=True)[0].build()[0]
     assert pop.input_size == 8  # a row of the 8x8 digits per step
+    if name == "asrnn":  # the spectrum after the last epoch fits in the fallback's shorter sequences
+        done = sweeps.run_shard(name, tmp_path / "full", profile="smoke", device="cpu", progress=False, allow_fallback=True)
+        assert done["asrnn-grid"][-1]["exponents"].shape == (8, 6)
     with pytest.raises(ValueError, match="allow_fallback is for the MNIST sweeps"):
         sweeps.jobs("force", "smoke", allow_fallback=True)
 
