@@ -597,6 +597,7 @@ def main(argv=None) -> int:
     w.add_argument("--data-dir", default=None, help="data folder (default: $LYABOOK_DATA_DIR or ~/.cache/lyabook)")
     w.add_argument("--quiet", action="store_true", help="no progress bars")
     w.add_argument("--epochs", type=int, default=None, help="stop after this many epochs (default: the profile's)")
+    w.add_argument("--jobs", default=None, help="comma-separated job names to run (default: every job of the sweep)")
     la = sub.add_parser("launch", help="run a sweep as one shard per visible GPU")
     la.add_argument("name")
     la.add_argument("--out", default="out/sweeps")
@@ -604,6 +605,7 @@ def main(argv=None) -> int:
     la.add_argument("--gpus", type=int, default=None, help="number of shards (default: every visible GPU)")
     la.add_argument("--data-dir", default=None)
     la.add_argument("--epochs", type=int, default=None)
+    la.add_argument("--jobs", default=None, help="comma-separated job names to run (default: every job of the sweep)")
     b = sub.add_parser("build", help="build the book (warnings are errors; a source checkout only)")
     b.add_argument("--executed", default=None, help="folder of executed notebooks to build from")
     b.add_argument("--out", default="out/book", help="output folder")
@@ -620,10 +622,13 @@ def main(argv=None) -> int:
         if args.command in ("sweep", "launch"):
             from . import sweeps
 
+            only = None if args.jobs is None else [j.strip() for j in args.jobs.split(",")]
+
             if args.command == "launch":
-                return sweeps.launch(args.name, args.out, args.profile, args.gpus, args.data_dir, args.epochs)
+                return sweeps.launch(args.name, args.out, args.profile, args.gpus, args.data_dir, args.epochs,
+                                     only=only)
             done = sweeps.run_shard(args.name, args.out, sweeps.parse_shard(args.shard), args.profile, args.device,
-                                    args.data_dir, progress=not args.quiet, epochs=args.epochs)
+                                    args.data_dir, progress=not args.quiet, epochs=args.epochs, only=only)
             for job, recs in done.items():
                 what = f"epochs 0-{len(recs) - 1}" if recs and "epoch" in recs[0] else "results"
                 print(f"{job}: {what} recorded in {Path(args.out) / job}")

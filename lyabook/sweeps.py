@@ -340,11 +340,14 @@ SWEEPS = {
 }
 
 
-def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fallback: bool = False) -> list[Job]:
+def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fallback: bool = False,
+         only=None) -> list[Job]:
     """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"; the
     smnist, smnist-permuted and charrnn sweeps also "reduced", a CPU-sized one); data are loaded
     only when a job is built. ``allow_fallback`` (the MNIST sweeps, for smoke runs): scikit-learn's
-    8x8 digits when MNIST is missing."""
+    8x8 digits when MNIST is missing. ``only``: job names to keep (e.g. ["charrnn-512"]), in the
+    sweep's order; a job's records do not depend on which others run, so a sweep can be run
+    a few jobs at a time (GPU sessions too short for all of it)."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
     known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
@@ -352,7 +355,16 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
         raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
     if allow_fallback and not (name.startswith("smnist") or name == "asrnn"):
         raise ValueError(f"allow_fallback is for the MNIST sweeps (smnist, smnist-permuted, asrnn) only, not {name!r}")
-    return SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
+    out = SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
+    if only is None:
+        return out
+    if isinstance(only, str) or not all(isinstance(j, str) for j in only) or not only:
+        raise ValueError(f"only must be a non-empty list of job names, got {only!r}")
+    unknown = sorted(set(only) - {j.name for j in out})
+    if unknown:
+        raise ValueError(f"unknown job(s) {', '.join(unknown)} in sweep {name!r} ({profile}); its jobs: "
+                         f"{', '.join(j.name for j in out)}")
+    return [j for j in out if j.name in set(only)]
 
 
 def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
@@ -391,18 +403,18 @@ def _check_out_dir(out_dir) -> Path:
 
 
 def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: str = "auto", data_dir=None,
-              progress: bool = True, epochs: int | None = None, allow_fallback: bool = False) -> dict:
+              progress: bool = True, epochs: int | None = None, allow_fallback: bool = False, only=None) -> dict:
     """Train shard ``(i, n)`` of sweep ``name`` into ``out_dir`` (each job in its own folder,
     `train_population`'s records); returns {job name: records of this shard}. ``epochs``: stop
     after this many (default: the profile's); the number of epochs is not part of a run's
     identity, so a shorter run's records are the first epochs of the full one and a later call
-    with more epochs continues them. ``allow_fallback``: as in `jobs`."""
+    with more epochs continues them. ``allow_fallback``, ``only``: as in `jobs`."""
     from .results import resolve_device
     from .train import check_run, train_population
 
     epochs, out_dir = _check_epochs(epochs), _check_out_dir(out_dir)
     dev = resolve_device(device)
-    units = plan(jobs(name, profile, data_dir, dev, allow_fallback=allow_fallback), shard)
+    units = plan(jobs(name, profile, data_dir, dev, allow_fallback=allow_fallback, only=only), shard)
     for job, part in units:  # every job of the shard checked before any trains (a missing checkpoint, say)
         if job.build is None:
             continue
@@ -424,11 +436,13 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
 
 
 def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, data_dir=None,
-           epochs: int | None = None) -> int:
-    """Run sweep ``name`` as one ``lyabook sweep NAME --shard i/n`` process per GPU (n = ``gpus``, default
-    every visible GPU; each sees only its own through CUDA_VISIBLE_DEVICES); returns the worst
-    exit status. Shards whose networks split a job merge their records when the last finishes."""
-    jobs(name, profile, data_dir)  # a bad name or profile: one error here, not one per process
+           epochs: int | None = None, only=None) -> int:
+    """Run sweep ``name`` as ``gpus`` processes ``lyabook sweep NAME --shard i/n`` (n = ``gpus``,
+    default one per visible GPU; shard i sees only GPU i mod (visible GPUs) through
+    CUDA_VISIBLE_DEVICES, so n = 4 x GPUs runs four shards on each); returns the worst exit
+    status. Shards whose networks split a job merge their records when the last finishes.
+    ``only``: as in `jobs`."""
+    jobs(name, profile, data_dir, only=only)  # a bad name, profile or job: one error here, not one per process
     epochs, out_dir = _check_epochs(epochs), _check_out_dir(out_dir)
     if gpus is not None and (isinstance(gpus, bool) or not hasattr(gpus, "__index__") or gpus.__index__() < 1):
         raise ValueError(f"gpus must be a positive integer (one shard per GPU), got {gpus!r}")
@@ -436,7 +450,8 @@ def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, d
     if n < 1:
         raise ValueError("launch needs at least one GPU (none is visible; on a CPU run `lyabook sweep` instead)")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = visible.split(",") if visible else [str(i) for i in range(n)]
+    # more shards than GPUs share them (not ids 0..n-1: GPUs past the last visible do not exist)
+    ids = visible.split(",") if visible else [str(i) for i in range(max(torch.cuda.device_count(), 1))]
     procs = []
     for i in range(n):
         cmd = [sys.executable, "-m", "lyabook", "sweep", name, "--shard", f"{i}/{n}", "--out", str(out_dir),
@@ -445,6 +460,8 @@ def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, d
             cmd += ["--data-dir", str(data_dir)]
         if epochs is not None:
             cmd += ["--epochs", str(epochs)]
+        if only is not None:
+            cmd += ["--jobs", ",".join(only)]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]}
         procs.append(subprocess.Popen(cmd, env=env))
     return max(p.wait() for p in procs)

@@ -94,6 +94,21 @@ def test_sharded_charrnn_sweep_with_per_network_subsets_merges_into_the_unsharde
     assert len(whole) == 2 * 2 and whole == sharded
     doc = json.loads(next((tmp_path / "whole").glob("charrnn-4/*/epoch_000.json")).read_text())
     assert doc["provenance"]["run_settings"]["train"]["per_network"] is True
+    # one job at a time (a GPU session too short for the sweep): the same records as in the whole run
+    for i in (1, 0):
+        assert cli.main(["sweep", "charrnn", "--jobs", "charrnn-8", "--shard", f"{i}/2",
+                         "--out", str(tmp_path / "one"), *args]) == 0
+    one = _records(tmp_path / "one")
+    assert list(one) == [k for k in whole if "charrnn-8" in str(k)] and all(one[k] == whole[k] for k in one)
+
+
+def test_a_job_filter_names_unknown_jobs(capsys):
+    assert [j.name for j in sweeps.jobs("charrnn", "smoke", only=["charrnn-8"])] == ["charrnn-8"]
+    for bad in (["charrnn-1024"], [], "charrnn-8"):
+        with pytest.raises(ValueError, match="job"):
+            sweeps.jobs("charrnn", "smoke", only=bad)
+    assert cli.main(["sweep", "charrnn", "--profile", "smoke", "--jobs", "charrnn-64"]) == 2
+    assert "unknown job(s) charrnn-64" in capsys.readouterr().err
 
 
 def test_launch_starts_one_shard_per_gpu_each_seeing_only_its_own(monkeypatch):
@@ -115,6 +130,13 @@ def test_launch_starts_one_shard_per_gpu_each_seeing_only_its_own(monkeypatch):
         assert cmd[cmd.index("--epochs") + 1] == "2" and cmd[cmd.index("--out") + 1] == "runs"
     with pytest.raises(ValueError, match="GPU"):
         sweeps.launch("smnist", "runs", gpus=0)
+    # more shards than GPUs: shard i on GPU i mod 2, never on a GPU that does not exist
+    started.clear()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(sweeps.torch.cuda, "device_count", lambda: 2)
+    assert sweeps.launch("charrnn", "runs", gpus=6, only=["charrnn-64", "charrnn-128"]) == 0
+    assert [gpu for _, gpu in started] == ["0", "1"] * 3
+    assert all(cmd[cmd.index("--jobs") + 1] == "charrnn-64,charrnn-128" for cmd, _ in started)
 
 
 def test_force_sweep_saves_each_g_whole_and_skips_finished_jobs(tmp_path, capsys):
