@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lyapunov import _as_int, _step_and_jacobian, _system_device_dtype
+from .lyapunov import _as_int, _step_and_jacobian, _system_device_dtype, time_per_step
 
 __all__ = ["covariant_lyapunov_vectors", "CLVResult"]
 
@@ -103,5 +103,4 @@ def covariant_lyapunov_vectors(system, x0=None, n_steps: int | None = None, *, i
         C = C / C.norm(dim=-2, keepdim=True)
     vectors[0] = Qs[0] @ C
     V = torch.stack(vectors)
-    dt = float(getattr(system, "dt", None) or 1.0)
-    return CLVResult(vectors=V.to(dtype), exponents=(log_r / (n_steps * dt)).cpu())
+    return CLVResult(vectors=V.to(dtype), exponents=(log_r / (n_steps * time_per_step(system))).cpu())

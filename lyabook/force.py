@@ -298,6 +298,11 @@ class ForceMap:
         self.n_networks, self.n_units = W.shape[0], W.shape[1]
 
     @property
+    def time_per_step(self) -> float:
+        """The engine's flow protocol: spectra per unit time (`lyapunov.time_per_step`)."""
+        return self.dt
+
+    @property
     def state_dim(self) -> int:
         return self.n_units
 

@@ -9,7 +9,9 @@ Conventions (see the book's "Errata and conventions" page):
 
 * ``J[b, i, j] = d x_next[b, i] / d x[b, j]`` and the frame is propagated as ``J @ Q``
   (the dissertation's code used ``J^T @ Q``, which changes every exponent but the sum).
-* Natural log; exponents per step for maps, per unit time for systems with ``dt``.
+* Natural log; exponents per step for maps, per unit time for flows: a system that is a flow
+  says so with ``time_per_step`` (`time_per_step`); no attribute named ``dt`` is read, since
+  RNN cells use that name for a constant of their update, not for time.
 * The warm-up is orthonormalized like the measured part, its inputs are consumed once,
   and inputs shorter than ``warmup + 1`` steps are an error, never silently truncated.
 * ``log diag(R)`` is accumulated in float64 whatever the system's dtype; the frame Q
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -29,10 +32,12 @@ __all__ = [
     "lyapunov_spectrum",
     "kaplan_yorke_dimension",
     "orthonormalize",
+    "ORTHONORMALIZERS",
+    "time_per_step",
 ]
 
 _KEEP_CHOICES = frozenset({"r", "q", "last"})
-_METHODS = ("auto", "householder", "cholesky")
+_METHODS = ("auto", "householder", "cholesky")  # what lyapunov_spectrum's ``method`` accepts
 # How many steps the engine runs between two checks for non-finite values. A check
 # synchronizes with the device; once per block keeps GPU runs asynchronous while still
 # naming the exact step that went wrong.
@@ -47,6 +52,12 @@ _BLOCKED_QR_MIN_BATCH = 100
 # ~1e-15 wherever it works, and a frame off by 1e-10 changes exponents by ~1e-10 per step.
 _ORTHO_TOL = 1e-10
 
+# Smallest accepted R_kk / ||column k|| within an interval of t_on > 1 steps. Below it column k
+# was nearly parallel to the earlier ones before orthonormalization, and rounding (unit
+# roundoff 1.1e-16 of the column's length) can leave R_kk with a relative error above 1e-3: the
+# trailing exponents lose meaning (a smaller t_on is the remedy).
+_COLLAPSE_TOL = 1e-13
+
 
 # --------------------------------------------------------------------------- result
 @dataclass
@@ -55,7 +66,7 @@ class LyapunovResult:
 
     Attributes:
         exponents: (k,) mean over the batch, sorted as the QR algorithm returns them
-            (descending on average). Natural log, per step or per unit time (``dt``).
+            (descending on average). Natural log, per step, or per unit time for a flow (``time_per_step``).
         per_sample: (B, k) exponents of each trajectory.
         stderr: (k,) standard error of the mean over the batch (NaN when B == 1).
         log_r: (n_intervals, B, k) ``log diag(R)`` of every measured orthonormalization
@@ -64,15 +75,16 @@ class LyapunovResult:
             orthonormalization, when ``keep`` includes ``"q"``.
         q_last: (B, d, k) the frame at the end of the run, when ``keep`` includes ``"last"``.
         interval_steps: (n_intervals,) number of steps in each measured interval.
-        dt: time per step (1.0 for maps).
+        time_per_step: the system's time per step (`time_per_step`; 1.0 for maps).
         n_steps, warmup, t_on: the run's settings.
-        method: the orthonormalization that produced the result.
+        method: the orthonormalizer that produced the result (a key of `ORTHONORMALIZERS`:
+            "householder", "householder_blocked" or "cholesky").
         cuda_graph: whether the run replayed CUDA graphs.
     """
 
     per_sample: torch.Tensor
     interval_steps: torch.Tensor
-    dt: float
+    time_per_step: float
     n_steps: int
     warmup: int
     t_on: int
@@ -104,7 +116,7 @@ class LyapunovResult:
     def ftle(self) -> torch.Tensor:
         """Finite-time exponents of each interval: (n_intervals, B, k), per step or unit time."""
         log_r = self._need_r("ftle()")
-        return log_r / (self.interval_steps.to(log_r) * self.dt)[:, None, None]
+        return log_r / (self.interval_steps.to(log_r) * self.time_per_step)[:, None, None]
 
     def running_exponents(self) -> torch.Tensor:
         """Running estimate after each interval: (n_intervals, B, k).
@@ -113,12 +125,12 @@ class LyapunovResult:
         equals `per_sample`. Average over dim 1 for the batch mean.
         """
         log_r = self._need_r("running_exponents()")
-        elapsed = torch.cumsum(self.interval_steps.to(log_r), 0) * self.dt
+        elapsed = torch.cumsum(self.interval_steps.to(log_r), 0) * self.time_per_step
         return torch.cumsum(log_r, 0) / elapsed[:, None, None]
 
     def running_time(self) -> torch.Tensor:
         """(n_intervals,) time (steps times dt) at the end of each measured interval."""
-        return torch.cumsum(self.interval_steps.to(torch.float64), 0) * self.dt
+        return torch.cumsum(self.interval_steps.to(torch.float64), 0) * self.time_per_step
 
     def kaplan_yorke_dimension(self) -> float:
         """Kaplan-Yorke dimension of the mean spectrum (see `kaplan_yorke_dimension`)."""
@@ -143,7 +155,7 @@ class LyapunovResult:
             "exponents": self.exponents.tolist(),
             "stderr": self.stderr.tolist(),
             "per_sample": self.per_sample.tolist(),
-            "dt": self.dt,
+            "time_per_step": self.time_per_step,
             "n_steps": self.n_steps,
             "warmup": self.warmup,
             "t_on": self.t_on,
@@ -163,6 +175,9 @@ def kaplan_yorke_dimension(exponents) -> float:
     e = torch.as_tensor(exponents, dtype=torch.float64).flatten().sort(descending=True).values
     if e.numel() == 0:
         raise ValueError("kaplan_yorke_dimension: exponents is empty")
+    if bool(torch.isnan(e).any()) or bool(torch.isposinf(e).any()):
+        raise ValueError("kaplan_yorke_dimension: exponents contain NaN or +inf (a run whose state diverged?); "
+                         "-inf (an exactly singular Jacobian) is allowed")
     csum = torch.cumsum(e, 0)
     nonneg = (csum >= 0).nonzero()
     if len(nonneg) == 0:
@@ -279,21 +294,53 @@ def _cholesky_qr3(q: torch.Tensor):
     return q3, lr1 + lr2 + lr3, ok
 
 
+# Every orthonormalizer: q (B, d, k) -> (Q, log diag R, ok), ok None or a 0-d bool tensor
+# (False: the result lost accuracy and the engine redoes the run with Householder).
+ORTHONORMALIZERS = {
+    "householder": _householder,                 # LAPACK / cuSOLVER QR, one matrix at a time
+    "householder_blocked": _householder_blocked,  # the same arithmetic from batched products (GPUs)
+    "cholesky": _cholesky_qr3,                   # shifted CholeskyQR3: fastest, fails on singular frames
+}
+
+
 def orthonormalize(q: torch.Tensor, method: str = "householder"):
     """Orthonormalize a batch of frames: ``q`` (B, d, k) -> (Q (B, d, k), log diag R (B, k)).
 
-    ``Q R = q`` with diag(R) > 0. ``method`` is "householder" (LAPACK / cuSOLVER QR) or
+    ``Q R = q`` with diag(R) > 0. ``method`` names an entry of `ORTHONORMALIZERS`:
+    "householder" (LAPACK / cuSOLVER QR), "householder_blocked" (`_householder_blocked`) or
     "cholesky" (shifted CholeskyQR3, see `_cholesky_qr3`; raises where it loses accuracy).
     """
-    if method == "householder":
-        Q, log_r, _ = _householder(q)
-    elif method == "cholesky":
-        Q, log_r, ok = _cholesky_qr3(q)
-        if not bool(ok):
-            raise FloatingPointError("orthonormalize: CholeskyQR3 lost accuracy (frame numerically rank deficient)")
-    else:
-        raise ValueError(f"orthonormalize: method must be 'householder' or 'cholesky', got {method!r}")
+    if method not in ORTHONORMALIZERS:
+        raise ValueError(f"orthonormalize: method must be one of {list(ORTHONORMALIZERS)}, got {method!r}")
+    if not torch.is_tensor(q) or q.ndim != 3 or not q.is_floating_point():
+        raise ValueError(f"orthonormalize: q must be a floating tensor (B, d, k), got "
+                         f"{tuple(q.shape) if torch.is_tensor(q) else type(q).__name__}")
+    if q.shape[-2] < q.shape[-1]:
+        raise ValueError(f"orthonormalize: a frame needs d >= k, got {q.shape[-2]} x {q.shape[-1]}")
+    Q, log_r, ok = ORTHONORMALIZERS[method](q)
+    if ok is not None and not bool(ok):
+        raise FloatingPointError("orthonormalize: CholeskyQR3 lost accuracy (frame numerically rank deficient)")
     return Q, log_r
+
+
+def time_per_step(system) -> float:
+    """Time per step of ``system``: its ``time_per_step`` (a flow: exponents per unit time) or
+    1.0 when it has none or None (a map: exponents per step). The attribute is the whole
+    protocol; a system with ``dt`` but no ``time_per_step`` is an error, since lyabook no longer
+    reads ``dt`` (RNN cells use that name for a constant of their update)."""
+    value = getattr(system, "time_per_step", None)
+    if value is None:
+        if hasattr(system, "dt") and not hasattr(system, "time_per_step"):
+            raise TypeError(f"{type(system).__name__} has 'dt' but no 'time_per_step': a flow declares its time per "
+                            "step as system.time_per_step (exponents per unit time); set time_per_step = None for a "
+                            "map (exponents per step)")
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"system.time_per_step must be a positive number or None, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"system.time_per_step must be a finite number > 0 (the time one step covers), got {value}")
+    return value
 
 
 # ------------------------------------------------------------------------- engine
@@ -375,21 +422,27 @@ def lyapunov_spectrum(
             J (B, m, m) with ``J[b, i, j] = d x_next[b, i] / d x[b, j]``. ``m`` is
             ``system.tangent_dim`` when the system defines it (the dissertation's h-block
             convention), else ``d``. Optional: ``step_and_jacobian(x, u)`` returning both
-            at once (used when present), and ``dt`` (exponents are then per unit time).
+            at once (used when present), and ``time_per_step`` (a flow: the time one step
+            covers; exponents are then per unit time; see `time_per_step`).
         x0: (B, d) initial states, or (d,) for one; None means zeros (B from ``inputs``,
             else 1).
         n_steps: measured steps. None with ``inputs`` means every step after the warm-up.
         inputs: (B, T, input_size), batch first. The first ``warmup`` steps drive the
             warm-up, the next ``n_steps`` the measurement; T must be >= warmup + n_steps.
         warmup: steps run (and orthonormalized) before measuring.
-        t_on: orthonormalization interval; the last partial interval is always closed.
+        t_on: orthonormalization interval; the last partial interval is always closed. A
+            RuntimeWarning says when an interval was so long that a column of the frame became
+            nearly parallel to the earlier ones (R_kk / ||column|| < 1e-13): the trailing
+            exponents are then unreliable and t_on should be smaller.
         k: number of leading exponents (Q is m x k); default all m.
         keep: "r" to keep log diag R per interval, "q" to keep the frames, "last" to keep
             only the frame at the end (``q_last``: e.g. to start another run from it), or
             several of them.
         method: orthonormalization, "householder", "cholesky" (shifted CholeskyQR3, falling
             back to Householder for the whole run if it ever loses accuracy) or "auto"
-            (CholeskyQR3 on CUDA, Householder elsewhere: each is the faster one there).
+            (CholeskyQR3 on CUDA, Householder elsewhere: each is the faster one there). On a
+            GPU, Householder for 100 frames or more runs as "householder_blocked"; the result's
+            ``method`` names the orthonormalizer that ran.
         cuda_graph: on CUDA, capture one step and one orthonormalization as CUDA graphs and
             replay them (removes kernel-launch overhead, the main cost for RNN-sized
             systems). None: try, and run eagerly if the system cannot be captured; False: never.
@@ -408,13 +461,14 @@ def lyapunov_spectrum(
 
     Raises:
         TypeError / ValueError naming the offending parameter; FloatingPointError naming
-        the step at which the state or an R value stopped being finite.
+        the step at which the state, the Jacobian or an R value stopped being finite.
     """
     for attr in ("state_dim", "step", "jacobian"):
         if not hasattr(system, attr):
             raise TypeError(f"system must have 'state_dim', 'step' and 'jacobian'; {type(system).__name__} has no {attr!r}")
     d = _as_int("system.state_dim", system.state_dim, 1)
     m = _as_int("system.tangent_dim", getattr(system, "tangent_dim", d), 1)
+    step_time = time_per_step(system)
     t_on = _as_int("t_on", t_on, 1)
     warmup = _as_int("warmup", warmup, 0)
     k = m if k is None else _as_int("k", k, 1)
@@ -439,6 +493,8 @@ def lyapunov_spectrum(
         if inputs.ndim != 3:
             raise ValueError(f"inputs must have shape (B, T, input_size), got {tuple(inputs.shape)}")
         batch, T = inputs.shape[0], inputs.shape[1]
+        if batch < 1:
+            raise ValueError(f"inputs must hold at least one sequence, got shape {tuple(inputs.shape)}")
         if T < warmup + 1:
             raise ValueError(f"inputs has {T} steps, fewer than warmup + 1 = {warmup + 1}")
         if n_steps is None:
@@ -464,6 +520,8 @@ def lyapunov_spectrum(
             raise ValueError(f"x0 must have shape (B, {d}) for this system, got {tuple(torch.as_tensor(x0).shape)}")
         if batch is not None and x.shape[0] != batch:
             raise ValueError(f"x0 has batch size {x.shape[0]} but inputs has batch size {batch}")
+        if x.shape[0] < 1:
+            raise ValueError(f"x0 must hold at least one initial state, got shape {tuple(x.shape)}")
     batch = x.shape[0]
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x0 contains non-finite values")
@@ -475,11 +533,12 @@ def lyapunov_spectrum(
 
     with bar(total=warmup + n_steps, desc="Lyapunov spectrum", progress=progress, unit="step") as pbar:
         if method == "cholesky":
-            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar, nonfinite, q0)
+            result = _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, "cholesky", cuda_graph, pbar, nonfinite, q0,
+                          step_time)
             if result is not None:
                 return result
             method = "householder"  # CholeskyQR3 lost accuracy somewhere: redo with Householder
-        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar, nonfinite, q0)
+        return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar, nonfinite, q0, step_time)
 
 
 def _step_and_jacobian(system):
@@ -504,9 +563,11 @@ class _EagerLoop:
     resolved by ``check()`` every few steps, so GPU runs do not synchronize every step.
     """
 
-    def __init__(self, f, ortho, x, inputs, Q, warmup):
+    def __init__(self, f, ortho, x, inputs, Q, warmup, watch_collapse=False):
         self.f, self.ortho, self.x, self.inputs, self.Q, self.warmup = f, ortho, x, inputs, Q, warmup
         self.pending, self.chol_ok = [], []
+        self.watch_collapse = watch_collapse
+        self.collapse = torch.full((), math.inf, dtype=torch.float64, device=x.device)  # min log(R_kk / ||column||)
 
     def advance(self, t):
         u = self.inputs[:, t] if self.inputs is not None else None
@@ -517,12 +578,16 @@ class _EagerLoop:
                 raise ValueError(f"system.jacobian returned shape {tuple(J.shape)}, expected (B, d, d) = {(b, m, m)}")
             if tuple(x_next.shape) != tuple(self.x.shape):
                 raise ValueError(f"system.step returned shape {tuple(x_next.shape)}, expected {tuple(self.x.shape)}")
+        self.pending.append((t, "Jacobian", torch.isfinite(J).all()))
         self.Q = J.to(torch.float64) @ self.Q
         self.x = x_next
         self.pending.append((t, "state", torch.isfinite(x_next).all()))
 
     def close(self, t):
+        before = _column_log_norms(self.Q) if self.watch_collapse else None
         self.Q, log_r, ok = self.ortho(self.Q)
+        if before is not None:
+            torch.minimum(self.collapse, _collapse(log_r, before), out=self.collapse)
         if ok is not None:
             self.chol_ok.append(ok)
         self.pending.append((t, "R value", torch.isfinite(log_r).all()))
@@ -553,14 +618,15 @@ class _GraphLoop:
     a non-finite value raises `_Rerun` (the eager loop then names the step).
     """
 
-    def __init__(self, f, ortho, x, inputs, Q):
-        self.f, self.ortho, self.inputs = f, ortho, inputs
+    def __init__(self, f, ortho, x, inputs, Q, watch_collapse=False):
+        self.f, self.ortho, self.inputs, self.watch_collapse = f, ortho, inputs, watch_collapse
         self.x, self.Q = x.clone(), Q.clone()
         self.u = inputs[:, 0].clone() if inputs is not None else None
         dev = x.device
         self.bad = torch.zeros((), dtype=torch.bool, device=dev)
         self.ok = torch.ones((), dtype=torch.bool, device=dev)
         self.log_r = torch.zeros(Q.shape[0], Q.shape[2], dtype=torch.float64, device=dev)
+        self.collapse = torch.full((), math.inf, dtype=torch.float64, device=dev)
         saved = self.x.clone(), self.Q.clone()
         side = torch.cuda.Stream(device=dev)
         side.wait_stream(torch.cuda.current_stream(dev))
@@ -578,15 +644,20 @@ class _GraphLoop:
         self.Q.copy_(saved[1])
         self.bad.zero_()
         self.ok.fill_(True)
+        self.collapse.fill_(math.inf)
 
     def _advance(self):
         x_next, J = self.f(self.x, self.u)
+        torch.logical_or(self.bad, ~torch.isfinite(J).all(), out=self.bad)
         self.Q.copy_(J.to(torch.float64) @ self.Q)
         self.x.copy_(x_next)
         torch.logical_or(self.bad, ~torch.isfinite(x_next).all(), out=self.bad)
 
     def _close(self):
+        before = _column_log_norms(self.Q) if self.watch_collapse else None
         Q, log_r, ok = self.ortho(self.Q)
+        if before is not None:
+            torch.minimum(self.collapse, _collapse(log_r, before), out=self.collapse)
         self.Q.copy_(Q)
         self.log_r.copy_(log_r)
         torch.logical_or(self.bad, ~torch.isfinite(log_r).all(), out=self.bad)
@@ -610,17 +681,30 @@ class _GraphLoop:
         return True
 
 
+def _column_log_norms(Q: torch.Tensor) -> torch.Tensor:
+    """log ||column|| of each frame's columns (B, k), before orthonormalization."""
+    return torch.log(torch.linalg.vector_norm(Q, dim=-2))
+
+
+def _collapse(log_r: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """min over the batch of log(R_kk / ||column k||) (0-d); an R value of exactly 0 (a singular
+    Jacobian) or a non-finite one is not a collapse and counts as +inf."""
+    return (log_r - before).nan_to_num(nan=math.inf, posinf=math.inf, neginf=math.inf).amin()
+
+
 @torch.no_grad()  # the system may hold trainable parameters: never build autograd graphs here
-def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None, nonfinite="raise", q0=None):
+def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_graph, pbar=None, nonfinite="raise", q0=None,
+         step_time=1.0):
     """One pass of the QR algorithm. Returns None if CholeskyQR3 lost accuracy. ``pbar``
     (a tqdm bar, possibly disabled) advances at every finiteness check (every 64 steps)."""
     device = x.device
     batch = x.shape[0]
     total = warmup + n_steps
     f = _step_and_jacobian(system)
-    ortho = _cholesky_qr3 if method == "cholesky" else _householder
     if method == "householder" and device.type == "cuda" and batch >= _BLOCKED_QR_MIN_BATCH:
-        ortho = _householder_blocked  # cuSOLVER factors one matrix at a time: slow for large batches
+        method = "householder_blocked"  # cuSOLVER factors one matrix at a time: slow for large batches
+    ortho = ORTHONORMALIZERS[method]
+    watch = t_on > 1  # at t_on = 1 a nearly parallel column is the Jacobian's own (no smaller t_on helps)
     Q = (torch.eye(m, k, dtype=torch.float64, device=device) if q0 is None else q0).expand(batch, m, k).contiguous()
 
     loop = None
@@ -628,13 +712,13 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
         # validate shapes eagerly first (a graph would hide the error), then capture
         _EagerLoop(f, ortho, x, inputs, Q, warmup).advance(0)
         try:
-            loop = _GraphLoop(f, ortho, x, inputs, Q)
+            loop = _GraphLoop(f, ortho, x, inputs, Q, watch)
         except Exception as e:  # a system that synchronizes or is otherwise not capturable
             if cuda_graph is True:
                 raise RuntimeError(f"cuda_graph=True but the system could not be captured: {e}") from e
             loop = None
     if loop is None:
-        loop = _EagerLoop(f, ortho, x, inputs, Q, warmup)
+        loop = _EagerLoop(f, ortho, x, inputs, Q, warmup, watch)
 
     if pbar is not None:
         pbar.reset(total=total)  # a re-run (Householder after CholeskyQR3, eager after a graph) starts over
@@ -659,17 +743,22 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
                 if not loop.check(raise_nonfinite=nonfinite == "raise"):
                     return None
             except _Rerun:
-                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar, nonfinite, q0)
+                return _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, False, pbar, nonfinite, q0,
+                            step_time)
             if pbar is not None:
                 pbar.update(t + 1 - pbar.n)
 
-    dt = float(getattr(system, "dt", None) or 1.0)
+    if watch and float(loop.collapse) < math.log(_COLLAPSE_TOL):
+        warnings.warn(f"t_on = {t_on}: within one interval a column of the frame became nearly parallel to the earlier "
+                      f"ones (it kept {math.exp(float(loop.collapse)):.1e} of its length after removing them, below "
+                      f"{_COLLAPSE_TOL:g}), so rounding decided its R value: the trailing exponents are unreliable; "
+                      "use a smaller t_on", RuntimeWarning, stacklevel=3)
     steps = torch.tensor(interval_steps, dtype=torch.int64)
-    per_sample = (acc / (n_steps * dt)).cpu()
+    per_sample = (acc / (n_steps * step_time)).cpu()
     return LyapunovResult(
         per_sample=per_sample,
         interval_steps=steps,
-        dt=dt,
+        time_per_step=step_time,
         n_steps=n_steps,
         warmup=warmup,
         t_on=t_on,

@@ -73,6 +73,11 @@ class Flow:
         self.dt = float(dt)
         self.state_dim = int(state_dim)
 
+    @property
+    def time_per_step(self) -> float:
+        """The engine's flow protocol: exponents per unit time (`lyapunov.time_per_step`)."""
+        return self.dt
+
     def rhs(self, x, u=None):
         return self._rhs(x, u)
 

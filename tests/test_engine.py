@@ -112,10 +112,13 @@ def test_autograd_map_equals_analytic_map(driven_rnn):
 def test_t_on_1_and_5_give_the_same_leading_exponents(driven_rnn):
     sys, x0, inputs = driven_rnn
     a = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=1)
-    b = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=5)
+    # the trailing exponents (down to -40 per step) collapse within 5 steps: a warning says so
+    with pytest.warns(RuntimeWarning, match="t_on = 5: .* trailing exponents are unreliable"):
+        b = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=5)
     torch.testing.assert_close(a.per_sample[:, :4], b.per_sample[:, :4], atol=1e-8, rtol=0)
     # 50 measured steps, t_on 5 -> 10 intervals; t_on 7 -> 7 full + one partial of 1 step
-    c = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=7, keep="r")
+    with pytest.warns(RuntimeWarning, match="t_on = 7"):
+        c = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=10, t_on=7, keep="r")
     assert c.interval_steps.tolist() == [7] * 7 + [1]
     torch.testing.assert_close(a.per_sample[:, :4], c.per_sample[:, :4], atol=1e-8, rtol=0)
 
@@ -128,6 +131,7 @@ def test_k_leading_exponents_equal_first_k_of_full_spectrum(driven_rnn):
     torch.testing.assert_close(part.per_sample, full.per_sample[:, :3], atol=1e-12, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:t_on = 3")  # its trailing exponents collapse within 3 steps (tested above)
 def test_rerun_on_cpu_is_bitwise_identical(driven_rnn):
     sys, x0, inputs = driven_rnn
     a = lyapunov_spectrum(sys, x0, inputs=inputs, warmup=5, t_on=3)
@@ -417,3 +421,103 @@ def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames():
     X[:, :, 10] = X[:, :, 3]
     Q, l, _ = _householder_blocked(X, block=16)
     assert (Q.mT @ Q - eye).abs().max() < 1e-13 and bool(torch.isfinite(l).all())
+
+
+# ---- issue 13: input the engine used to take silently
+def test_an_empty_batch_is_an_error_not_nan_exponents():
+    sys = tanh_rnn(n=3)
+    with pytest.raises(ValueError, match="x0 must hold at least one initial state"):
+        lyapunov_spectrum(sys, torch.zeros(0, 3, dtype=torch.float64), 10)
+    with pytest.raises(ValueError, match="inputs must hold at least one sequence"):
+        lyapunov_spectrum(sys, inputs=torch.zeros(0, 10, 2, dtype=torch.float64))
+
+
+def test_kaplan_yorke_dimension_of_nan_is_an_error_and_minus_inf_is_allowed():
+    for bad in ([float("nan"), -1.0], [float("inf"), -1.0]):
+        with pytest.raises(ValueError, match="NaN or \\+inf"):
+            lyabook.kaplan_yorke_dimension(bad)
+    assert lyabook.kaplan_yorke_dimension([0.5, -1.0, float("-inf")]) == pytest.approx(1.5)
+
+
+class _Decay:
+    """x' = a x, a map; ``time_per_step`` (or a stray ``dt``) set per test."""
+    state_dim = 1
+
+    def step(self, x, u=None):
+        return 0.5 * x
+
+    def jacobian(self, x, u=None):
+        return torch.full((x.shape[0], 1, 1), 0.5, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("value, exc, message", [(0.0, ValueError, "> 0"), (-0.01, ValueError, "> 0"),
+                                                 (float("nan"), ValueError, "finite"), ("0.1", TypeError, "number")])
+def test_a_flow_declares_a_positive_time_per_step(value, exc, message):
+    sys = _Decay()
+    sys.time_per_step = value
+    with pytest.raises(exc, match=f"time_per_step.*{message}"):
+        lyapunov_spectrum(sys, torch.ones(1, 1, dtype=torch.float64), 5)
+
+
+def test_time_per_step_scales_the_exponents_and_dt_is_never_read():
+    x0 = torch.ones(1, 1, dtype=torch.float64)
+    sys = _Decay()
+    per_step = lyapunov_spectrum(sys, x0, 5)
+    assert per_step.time_per_step == 1.0 and float(per_step.exponents[0]) == pytest.approx(np.log(0.5))
+    sys.time_per_step = 0.1
+    per_time = lyapunov_spectrum(sys, x0, 5)
+    assert float(per_time.exponents[0]) == pytest.approx(np.log(0.5) / 0.1) and per_time.time_per_step == 0.1
+    stray = _Decay()
+    stray.dt = 0.0  # the old protocol: once read as 1 (dt = 0) or as a sign flip (dt < 0)
+    with pytest.raises(TypeError, match="'dt' but no 'time_per_step'"):
+        lyapunov_spectrum(stray, x0, 5)
+    stray.time_per_step = None  # declared a map: dt is the system's own business
+    assert float(lyapunov_spectrum(stray, x0, 5).exponents[0]) == pytest.approx(np.log(0.5))
+    from lyabook.systems import Lorenz
+
+    assert Lorenz(dt=0.01).time_per_step == 0.01
+
+
+def test_a_nan_jacobian_is_reported_at_the_step_that_made_it():
+    sys = tanh_rnn(n=4)
+
+    def jac(x, u, calls=[0]):
+        calls[0] += 1
+        J = sys.jacobian(x, u)
+        return J * float("nan") if calls[0] == 4 else J  # step 3 (the 4th call); the state stays finite
+
+    bad = Map(sys.step, jac, state_dim=4)
+    with pytest.raises(FloatingPointError, match="non-finite Jacobian at step 3"):
+        lyapunov_spectrum(bad, 0.1 * torch.ones(2, 4, dtype=torch.float64), 10, t_on=5)
+
+
+def test_a_t_on_long_enough_to_collapse_the_frame_warns():
+    from lyabook.systems import Lorenz
+
+    x0 = torch.tensor([[1.0, 1.0, 20.0]], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="t_on = 1000000: .* use a smaller t_on"):
+        res = lyapunov_spectrum(Lorenz(dt=0.01), x0, 2000, warmup=500, t_on=10**6)
+    assert abs(float(res.exponents.sum()) + 13.667) > 1  # the sum is off the trace: what the warning is about
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = lyapunov_spectrum(Lorenz(dt=0.01), x0, 2000, warmup=500, t_on=5)  # 0.05 time units: fine
+    assert abs(float(res.exponents.sum()) + 13.667) < 0.05
+
+
+def test_orthonormalizers_are_one_table_and_agree():
+    from lyabook.lyapunov import ORTHONORMALIZERS, orthonormalize
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 20, 8, generator=g, dtype=torch.float64) * torch.logspace(0, -6, 8, dtype=torch.float64)
+    ref_q, ref_r = orthonormalize(q, "householder")
+    assert set(ORTHONORMALIZERS) == {"householder", "householder_blocked", "cholesky"}
+    for name in ORTHONORMALIZERS:
+        Q, log_r = orthonormalize(q, name)
+        torch.testing.assert_close(Q, ref_q, atol=1e-10, rtol=0)
+        torch.testing.assert_close(log_r, ref_r, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        orthonormalize(q, "gram-schmidt")
+    with pytest.raises(ValueError, match="d >= k"):
+        orthonormalize(q.mT, "householder")

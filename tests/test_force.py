@@ -145,7 +145,7 @@ def test_population_spectra_equal_each_networks_own():
         one = ForcePopulation(1, 12, g=1.5, seed=3, first=i).closed_loop(w_o[i : i + 1])
         result = lyapunov_spectrum(one, x0[i], 60, warmup=20)
         torch.testing.assert_close(spectra[i], result.exponents, atol=1e-10, rtol=0)
-        assert result.dt == pytest.approx(0.1)  # per unit time, not per step
+        assert result.time_per_step == pytest.approx(0.1)  # per unit time, not per step
     top = force_spectra(pop.closed_loop(w_o), x0, 60, warmup=20, k=3)
     torch.testing.assert_close(top, spectra[:, :3], atol=1e-10, rtol=0)
 

@@ -69,7 +69,7 @@ def test_rk4_tangent_map_is_exact_derivative_of_the_step():
     a = lyapunov_spectrum(flow, x, 300)
     b = lyapunov_spectrum(sys, x, 300)
     torch.testing.assert_close(a.per_sample, b.per_sample, atol=1e-10, rtol=0)
-    assert a.dt == 0.01  # exponents per unit time
+    assert a.time_per_step == 0.01  # exponents per unit time
 
 
 def test_flow_rejects_non_positive_dt():
