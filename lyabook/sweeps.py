@@ -60,7 +60,7 @@ import torch
 
 from . import rnn
 
-__all__ = ["SWEEPS", "Job", "jobs", "smnist_init_p", "plan", "run_shard", "launch", "parse_shard"]
+__all__ = ["SWEEPS", "Job", "jobs", "smnist_init_p", "charrnn_init_p", "plan", "run_shard", "launch", "parse_shard"]
 
 SMNIST_ARCHITECTURES = {  # name: (cell, p range, cell arguments); bias=False for torch's cells (the authors')
     "LSTM": (rnn.LSTM, (0.1, 3.0), {"bias": False}),
@@ -84,7 +84,7 @@ PROFILES = {  # full: the dissertation's scale; smoke: a few tiny networks on a 
                 "char_batch": 32, "char_spectrum_sequences": 15, "char_spectrum_epochs": [1, 3]},
     "smoke": {"networks": 3, "hidden": 6, "epochs": 1, "train_images": 256, "test_images": 64,
               "batch": 64, "valid_batch": 64, "spectrum_images": 2,
-              "char_networks": 3, "char_sizes": [4, 8], "char_epochs": 1, "char_chars": 20000,
+              "char_networks": 8, "char_sizes": [4, 8], "char_epochs": 1, "char_chars": 20000,
               "char_batch": 8, "char_spectrum_sequences": 2, "char_spectrum_epochs": [1]},
 }
 CHAR_P_RANGE, CHAR_KEEP, CHAR_SEQ = (0.04, 0.40), 0.2, 99
@@ -291,6 +291,20 @@ def _force_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]
         out_dir, progress, epochs, g, k)) for k, g in enumerate(prof["g"])]
 
 
+def charrnn_init_p(hidden: int, profile: str = "full") -> torch.Tensor:
+    """(networks,) float64: the init half-widths p of the ``charrnn`` sweep's LSTMs of ``hidden``
+    units under ``profile``, U(0.04, 0.40) rounded to 3 decimals, from a generator seeded by the
+    size's place in the profile's ``char_sizes`` (network i's p is the same in any shard)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    sizes = PROFILES[profile]["char_sizes"]
+    if hidden not in sizes:
+        raise ValueError(f"hidden must be one of the {profile} profile's sizes {sizes}, got {hidden!r}")
+    g = torch.Generator().manual_seed(2000 + sizes.index(hidden))
+    p = torch.empty(PROFILES[profile]["char_networks"], dtype=torch.float64).uniform_(*CHAR_P_RANGE, generator=g)
+    return p.round(decimals=3)
+
+
 def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]:
     from . import data
     from .train import PopulationLSTM
@@ -317,8 +331,7 @@ def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Jo
         def build(hidden=hidden, k=k):
             t = task()
             P, V = prof["char_networks"], t["vocab"]
-            p = torch.empty(P, dtype=torch.float64).uniform_(*CHAR_P_RANGE, generator=torch.Generator().manual_seed(2000 + k))
-            pop = PopulationLSTM(P, V, hidden, V, init_p=p.round(decimals=3), dropout=0.1, bias=False, seed=seed + 100 + k).to(device)
+            pop = PopulationLSTM(P, V, hidden, V, init_p=charrnn_init_p(hidden, profile_name), dropout=0.1, bias=False, seed=seed + 100 + k).to(device)
             subsets = [data.NetworkBatches(*t[part], P, CHAR_KEEP, seed=seed + 10 * k + j) for j, part in enumerate(("train", "valid"))]
             kwargs = dict(epochs=prof["char_epochs"], lr=0.002, task="classification", lr_decay=1.0,
                           config={"sweep": "charrnn", "hidden": hidden, "profile": profile_name},
@@ -463,5 +476,8 @@ def launch(name: str, out_dir, profile: str = "full", gpus: int | None = None, d
         if only is not None:
             cmd += ["--jobs", ",".join(only)]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]}
+        # the shards share the machine's cores: torch's default (every core per process) would
+        # oversubscribe them n times over in the CPU parts (data, initialization)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
         procs.append(subprocess.Popen(cmd, env=env))
     return max(p.wait() for p in procs)

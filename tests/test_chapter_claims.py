@@ -372,3 +372,49 @@ def test_aelle_force_verdicts_follow_the_saved_numbers():
     verdicts = _verdicts(res)
     for claim, passed in expect.items():
         assert verdicts[claim] == ("holds" if passed else "differs"), claim
+
+
+def test_charrnn_prednet_and_aelle_verdicts_follow_the_saved_numbers():
+    """Chapter 3 (Figs. 3.1, 3.8, Table B3): the statistics behind each verdict recomputed from
+    the saved losses, sizes and p, and each verdict what its criterion gives."""
+    import scipy.stats
+
+    res = _load("09_aelle_charrnn")
+    size, p, loss = (np.asarray(res[k]) for k in ("size", "p", "loss"))
+    sizes = res["settings"]["char_sizes"]
+    assert abs(res["threshold"] - np.median(loss)) < 1e-12 and sorted(set(size.tolist())) == sorted(sizes)
+    assert np.all((p >= 0.04) & (p <= 0.40)) and np.all(np.isfinite(loss))
+    low = [np.percentile(loss[size == h], 10) for h in sizes]
+    assert np.allclose(low, res["low_decile_loss"])
+    slopes = [np.polyfit(p[(size == h) & (p > 0.2)], loss[(size == h) & (p > 0.2)], 1)[0] for h in sizes]
+    assert np.allclose(slopes, res["slope_above_0.2"])
+    test = np.asarray(res["prednet_split"]["test"])
+    pred = np.asarray(res["prednet_prediction"])
+    rho = scipy.stats.spearmanr(loss[test], pred)[0]
+    r2 = 1 - np.sum((loss[test] - pred) ** 2) / np.sum((loss[test] - loss[test].mean()) ** 2)
+    assert abs(rho - res["prednet_quality"]["PredNet, full-state spectra"]["Spearman"]) < 1e-9
+    pcs = np.asarray(res["pcs"])
+    good = loss < res["threshold"]
+    on_side = (pcs[:, 0] > np.median(pcs[:, 0]))[good].mean()
+    assert abs(on_side - res["good_on_side"]) < 1e-12
+    loss_rho, size_rho = scipy.stats.spearmanr(pcs[:, 0], loss)[0], scipy.stats.spearmanr(pcs[:, 0], size)[0]
+    b3 = res["table_b3"]
+    best_base = max(b3[n]["f1"] for n in ("Mean LE", "Max LE", "LE PCA"))
+    expect = {
+        "Fig. 3.1: larger networks reach a lower loss at the right p": bool(np.all(np.diff(low) < 0)),
+        "Fig. 3.1: larger networks are more sensitive to p above a threshold": bool(np.all(np.diff(slopes) > 0)),
+        "Fig. 3.1: PredNet on the spectra after 40 % of training predicts the final loss with moderate accuracy":
+            rho >= 0.7 and r2 >= 0.5,
+        "Fig. 3.1: PredNet's predictions capture the dependence of the loss on p for every size":
+            bool(np.all(np.asarray(res["curve_r"]) >= 0.8)),
+        "Fig. 3.8: the high-accuracy threshold (the median loss) is 1.75": abs(res["threshold"] - 1.75) < 0.1,
+        "Fig. 3.8: the vast majority of high-accuracy networks lie on one side of the median of AeLLE's PC1": on_side >= 0.8,
+        "Fig. 3.8: the latent plane orders networks by performance more than by size": abs(loss_rho) > abs(size_rho),
+        "Table B3: all four classifiers achieve high accuracy": all(b3[n]["f1"] >= 0.8 for n in b3),
+        "Table B3: AeLLE separates high from low accuracy better than mean LE, max LE and the raw spectra's PC1":
+            b3["AeLLE"]["f1_interval"][0] > best_base,
+    }
+    verdicts = _verdicts(res)
+    assert set(verdicts) == set(expect)
+    for claim, passed in expect.items():
+        assert verdicts[claim] == ("holds" if passed else "differs"), claim

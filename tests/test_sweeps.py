@@ -102,6 +102,25 @@ def test_sharded_charrnn_sweep_with_per_network_subsets_merges_into_the_unsharde
     assert list(one) == [k for k in whole if "charrnn-8" in str(k)] and all(one[k] == whole[k] for k in one)
 
 
+def test_charrnn_init_p_is_what_each_population_starts_from():
+    from lyabook import data
+
+    for job, hidden in zip(sweeps.jobs("charrnn", "smoke"), (4, 8)):
+        orig = data.load_war_and_peace
+        data.load_war_and_peace = lambda root=None, download=True: data.fallback_text()
+        try:
+            pop = job.build()[0]
+        finally:
+            data.load_war_and_peace = orig
+        p = sweeps.charrnn_init_p(hidden, "smoke")
+        assert len(p) == pop.n_networks and bool((p >= 0.04).all() and (p <= 0.40).all())
+        w = pop.cell_tensors()["w_hh"] if "w_hh" in pop.cell_tensors() else next(iter(pop.cell_tensors().values()))
+        assert torch.all(w.flatten(1).abs().amax(1) <= p.to(w.dtype) + 1e-6)
+    assert sweeps.charrnn_init_p(512)[:3].tolist() == sweeps.charrnn_init_p(512)[:3].tolist()
+    with pytest.raises(ValueError, match="hidden"):
+        sweeps.charrnn_init_p(1024)
+
+
 def test_a_job_filter_names_unknown_jobs(capsys):
     assert [j.name for j in sweeps.jobs("charrnn", "smoke", only=["charrnn-8"])] == ["charrnn-8"]
     for bad in (["charrnn-1024"], [], "charrnn-8"):
@@ -112,11 +131,12 @@ def test_a_job_filter_names_unknown_jobs(capsys):
 
 
 def test_launch_starts_one_shard_per_gpu_each_seeing_only_its_own(monkeypatch):
-    started = []
+    started, threads = [], []
 
     class FakeProcess:
         def __init__(self, cmd, env):
             started.append((cmd, env["CUDA_VISIBLE_DEVICES"]))
+            threads.append(env["OMP_NUM_THREADS"])
 
         def wait(self):
             return 0
@@ -137,6 +157,11 @@ def test_launch_starts_one_shard_per_gpu_each_seeing_only_its_own(monkeypatch):
     assert sweeps.launch("charrnn", "runs", gpus=6, only=["charrnn-64", "charrnn-128"]) == 0
     assert [gpu for _, gpu in started] == ["0", "1"] * 3
     assert all(cmd[cmd.index("--jobs") + 1] == "charrnn-64,charrnn-128" for cmd, _ in started)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(sweeps.os, "cpu_count", lambda: 64)
+    threads.clear()
+    assert sweeps.launch("charrnn", "runs", gpus=12, only=["charrnn-64"]) == 0
+    assert threads == ["5"] * 12  # 64 cores shared by 12 shards, not 64 threads each
 
 
 def test_force_sweep_saves_each_g_whole_and_skips_finished_jobs(tmp_path, capsys):
