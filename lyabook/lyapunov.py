@@ -199,43 +199,57 @@ def _householder(q: torch.Tensor):
     return Q * sign.unsqueeze(-2), torch.log(d.abs()), None
 
 
-def _householder_blocked(q: torch.Tensor, block: int = 32):
+def _panel_torch(A: torch.Tensor, j0: int, block: int):
+    """Householder-factor columns j0 .. j0 + block - 1 of every frame of ``A`` (B, m, n) in place,
+    below row j0, one column at a time with batched torch operations. Returns (V (B, m - j0,
+    b), tau (B, b), beta (B, b)): reflectors ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its
+    diagonal row) and R's diagonal entries before the sign fix. `triton_qr.panel` is the same
+    arithmetic fused into one kernel."""
+    B, m, n = A.shape
+    b = min(block, n - j0)
+    P = A[:, j0:, j0 : j0 + b]  # view: the panel, rows j0.. (updated in place)
+    V = torch.zeros(B, m - j0, b, dtype=A.dtype, device=A.device)
+    tau = torch.zeros(B, b, dtype=A.dtype, device=A.device)
+    beta = torch.empty(B, b, dtype=A.dtype, device=A.device)
+    for c in range(b):
+        x = P[:, c:, c]
+        alpha = x[:, 0]
+        s = torch.where(alpha >= 0, 1.0, -1.0).to(A.dtype)
+        bet = -s * torch.linalg.vector_norm(x, dim=-1)  # R's diagonal entry
+        v = x.clone()
+        v[:, 0] = alpha - bet  # = alpha + sign(alpha) |x|: no cancellation
+        vv = (v * v).sum(-1)
+        t = torch.where(vv > 0, 2.0 / torch.where(vv > 0, vv, 1.0), 0.0)  # v = 0: H = I
+        P[:, c:, c:] -= (t.unsqueeze(-1) * v).unsqueeze(-1) * (v.unsqueeze(1) @ P[:, c:, c:])
+        V[:, c:, c] = v
+        tau[:, c] = t
+        beta[:, c] = bet
+    return V, tau, beta
+
+
+def _householder_blocked(q: torch.Tensor, block: int = 32, panel=None):
     """Householder QR built from batched matrix products, for GPUs: ``q`` (B, m, n), m >= n ->
     (Q (B, m, n), log |diag R| (B, n), ok=None), with diag(R) > 0 as in `_householder`.
 
     cuSOLVER factors a batch one matrix at a time (about 0.3 TFLOP/s on an H100 for 250
-    frames of 1024). Here columns are factored in panels of ``block`` (unblocked Householder
-    reflections applied to the panel only); each panel's reflections are gathered into the
-    compact WY form ``I - V T V^T`` (T from ``T^-1 = diag(1/tau) + striu(V^T V)``, the UT
-    transform) and applied to the rest of the matrix, and to the identity to form Q, with
-    batched matrix products. Same arithmetic as LAPACK's blocked QR, so the same accuracy,
-    singular frames included (unlike CholeskyQR3).
+    frames of 1024). Here columns are factored in panels of ``block`` (``panel``: `_panel_torch`,
+    or `triton_qr.panel`, the same arithmetic in one kernel); each panel's reflections are
+    gathered into the compact WY form ``I - V T V^T`` (T from ``T^-1 = diag(1/tau) +
+    striu(V^T V)``, the UT transform) and applied to the rest of the matrix, and to the identity
+    to form Q, with batched matrix products. Same arithmetic as LAPACK's blocked QR, so the same
+    accuracy, singular frames included (unlike CholeskyQR3).
     """
     B, m, n = q.shape
     if m < n:
         raise ValueError(f"_householder_blocked needs m >= n, got {m} x {n}")
+    panel = _panel_torch if panel is None else panel
     A = q.clone()
     beta = torch.empty(B, n, dtype=q.dtype, device=q.device)
     panels = []
     for j0 in range(0, n, block):
         j1 = min(j0 + block, n)
         b = j1 - j0
-        P = A[:, j0:, j0:j1]  # view: the panel, rows j0.. (updated in place)
-        V = torch.zeros(B, m - j0, b, dtype=q.dtype, device=q.device)
-        tau = torch.zeros(B, b, dtype=q.dtype, device=q.device)
-        for c in range(b):
-            x = P[:, c:, c]
-            alpha = x[:, 0]
-            s = torch.where(alpha >= 0, 1.0, -1.0).to(q.dtype)
-            bet = -s * torch.linalg.vector_norm(x, dim=-1)  # R's diagonal entry
-            v = x.clone()
-            v[:, 0] = alpha - bet  # = alpha + sign(alpha) |x|: no cancellation
-            vv = (v * v).sum(-1)
-            t = torch.where(vv > 0, 2.0 / torch.where(vv > 0, vv, 1.0), 0.0)  # v = 0: H = I
-            P[:, c:, c:] -= (t.unsqueeze(-1) * v).unsqueeze(-1) * (v.unsqueeze(1) @ P[:, c:, c:])
-            V[:, c:, c] = v
-            tau[:, c] = t
-            beta[:, j0 + c] = bet
+        V, tau, beta[:, j0:j1] = panel(A, j0, block)
         Tinv = torch.triu(V.mT @ V, diagonal=1)
         Tinv.diagonal(dim1=-2, dim2=-1).copy_(torch.where(tau > 0, 1.0 / torch.where(tau > 0, tau, 1.0), 1.0))
         eye = torch.eye(b, dtype=q.dtype, device=q.device).expand(B, b, b)
@@ -250,6 +264,13 @@ def _householder_blocked(q: torch.Tensor, block: int = 32):
         Qs -= V @ (T @ (V.mT @ Qs))
     sign = torch.where(beta < 0, -1.0, 1.0).to(q.dtype)
     return Q * sign.unsqueeze(-2), torch.log(beta.abs()), None
+
+
+def _householder_triton(q: torch.Tensor, block: int = 32):
+    """`_householder_blocked` with `triton_qr.panel` (one kernel per panel): CUDA, float64."""
+    from . import triton_qr
+
+    return _householder_blocked(q.to(torch.float64), block, panel=triton_qr.panel)
 
 
 def _cholesky_pass(x: torch.Tensor, shift: torch.Tensor | None = None):
@@ -299,6 +320,7 @@ def _cholesky_qr3(q: torch.Tensor):
 ORTHONORMALIZERS = {
     "householder": _householder,                 # LAPACK / cuSOLVER QR, one matrix at a time
     "householder_blocked": _householder_blocked,  # the same arithmetic from batched products (GPUs)
+    "householder_triton": _householder_triton,    # the same, each panel one Triton kernel (not faster yet: triton_qr)
     "cholesky": _cholesky_qr3,                   # shifted CholeskyQR3: fastest, fails on singular frames
 }
 

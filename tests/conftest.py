@@ -1,6 +1,13 @@
 """Fixtures shared by the test files."""
+import os
+
 import pytest
 import torch
+
+# Without a GPU, Triton kernels (lyabook.triton_qr) run in Triton's interpreter, so that the CPU
+# suite tests their arithmetic; the variable must be set before the kernels are defined.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

@@ -394,33 +394,65 @@ def test_cholesky_qr3_accepts_large_ill_conditioned_frames_it_orthonormalizes():
     torch.testing.assert_close(log_r[:, :100], log_r_h[:, :100], atol=1e-8, rtol=0)
 
 
-@pytest.mark.parametrize("shape", [(3, 50, 50), (2, 70, 40), (2, 100, 100)])
-def test_blocked_householder_equals_lapack_householder(shape):
+def _panels():
+    """The blocked Householder's panel factorizations: torch's, and Triton's kernel where Triton
+    can run (a GPU, or its interpreter on the CPU: tests/conftest.py)."""
+    from lyabook import lyapunov, triton_qr
+
+    out = [pytest.param(lyapunov._panel_torch, id="torch-panel")]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    ok = triton_qr.available(dev)
+    out.append(pytest.param(triton_qr.panel if ok else None, id="triton-panel",
+                            marks=pytest.mark.skipif(not ok, reason="needs Triton (pip install triton)")))
+    return out
+
+
+def _dev():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("panel", _panels())
+@pytest.mark.parametrize("shape, block", [((3, 40, 40), 16), ((2, 50, 21), 16), ((2, 33, 33), 8), ((1, 64, 64), 32)])
+def test_blocked_householder_equals_lapack_householder(shape, block, panel):
     """The GPU's matrix-product Householder QR gives LAPACK's Q and log diag R (diag R > 0),
-    for square and tall frames and panel widths that do not divide the width."""
+    for square and tall frames and panel widths that do not divide the width, with either panel."""
     from lyabook.lyapunov import _householder, _householder_blocked
 
     X = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     Q1, l1, _ = _householder(X)
-    Q2, l2, _ = _householder_blocked(X, block=16)
-    torch.testing.assert_close(Q2, Q1, atol=1e-12, rtol=0)
-    torch.testing.assert_close(l2, l1, atol=1e-12, rtol=0)
+    Q2, l2, _ = _householder_blocked(X.to(_dev()), block=block, panel=panel)
+    torch.testing.assert_close(Q2.cpu(), Q1, atol=1e-12, rtol=0)
+    torch.testing.assert_close(l2.cpu(), l1, atol=1e-12, rtol=0)
 
 
-def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames():
-    """A graded frame (column scales 1 .. 1e-30) and one with an exactly dependent column:
-    blocked Householder stays orthonormal and matches LAPACK."""
+@pytest.mark.parametrize("panel", _panels())
+def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames(panel):
+    """A graded frame (column scales 1 .. 1e-30), one with an exactly dependent column and one
+    with a zero column: blocked Householder stays orthonormal and matches LAPACK (log diag R,
+    -inf for the zero column; the dependent column's R value is rounding, as in LAPACK)."""
     from lyabook.lyapunov import _householder, _householder_blocked
 
     g = torch.Generator().manual_seed(2)
     X = torch.randn(2, 64, 64, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, -30, 64, dtype=torch.float64))
-    Q, l, _ = _householder_blocked(X, block=16)
+    Q, l, _ = _householder_blocked(X.to(_dev()), block=16, panel=panel)
+    Q, l = Q.cpu(), l.cpu()
     eye = torch.eye(64, dtype=torch.float64)
     assert (Q.mT @ Q - eye).abs().max() < 1e-13
     torch.testing.assert_close(l, _householder(X)[1], atol=1e-10, rtol=0)
-    X[:, :, 10] = X[:, :, 3]
-    Q, l, _ = _householder_blocked(X, block=16)
-    assert (Q.mT @ Q - eye).abs().max() < 1e-13 and bool(torch.isfinite(l).all())
+    torch.testing.assert_close(Q, _householder(X)[0], atol=1e-10, rtol=0)
+    X[:, :, 10] = X[:, :, 3]  # R_10,10 is 0 in exact arithmetic: rounding (LAPACK) or exactly 0 (-inf)
+    Q, l, _ = _householder_blocked(X.to(_dev()), block=16, panel=panel)
+    l, l0 = l.cpu(), _householder(X)[1]
+    assert (Q.cpu().mT @ Q.cpu() - eye).abs().max() < 1e-13 and not bool(torch.isnan(l).any())
+    assert bool((l[:, 10] < l0[:, 9] - 20).all()) and bool((l0[:, 10] < l0[:, 9] - 20).all())  # at the rounding floor
+    torch.testing.assert_close(l[:, :10], l0[:, :10], atol=1e-10, rtol=0)  # later columns depend on the null direction chosen
+    X[:, :, 20] = 0.0
+    Q, l, _ = _householder_blocked(X.to(_dev()), block=16, panel=panel)
+    Q0, l0, _ = _householder(X)
+    assert (Q.cpu().mT @ Q.cpu() - eye).abs().max() < 1e-13
+    assert bool(torch.isneginf(l[:, 20]).all()) and bool(torch.isneginf(l0[:, 20]).all())
+    keep = torch.arange(64) != 20
+    torch.testing.assert_close(l.cpu()[:, keep][:, :10], l0[:, keep][:, :10], atol=1e-10, rtol=0)
 
 
 # ---- issue 13: input the engine used to take silently
@@ -512,8 +544,12 @@ def test_orthonormalizers_are_one_table_and_agree():
     g = torch.Generator().manual_seed(0)
     q = torch.randn(3, 20, 8, generator=g, dtype=torch.float64) * torch.logspace(0, -6, 8, dtype=torch.float64)
     ref_q, ref_r = orthonormalize(q, "householder")
-    assert set(ORTHONORMALIZERS) == {"householder", "householder_blocked", "cholesky"}
+    assert set(ORTHONORMALIZERS) == {"householder", "householder_blocked", "householder_triton", "cholesky"}
+    from lyabook import triton_qr
+
     for name in ORTHONORMALIZERS:
+        if name == "householder_triton" and not triton_qr.available("cpu"):
+            continue
         Q, log_r = orthonormalize(q, name)
         torch.testing.assert_close(Q, ref_q, atol=1e-10, rtol=0)
         torch.testing.assert_close(log_r, ref_r, atol=1e-10, rtol=0)

@@ -1,0 +1,105 @@
+"""A fused Householder panel factorization in Triton, for `lyapunov._householder_blocked`.
+
+Factoring ``block`` columns one at a time is a chain of small reductions and rank-1 updates,
+which torch runs as ~10 kernels per column, each reading the whole panel of every frame from
+memory (an eager profile of 250 frames of 1024 on an H200, 2026-11-27: elementwise and
+reduction kernels of the panel loop about 60 % of the CUDA time, the matrix products about
+25 %). `panel` does all of a panel's columns in one kernel, one program per frame, with the
+panel held in registers; the trailing updates and the forming of Q stay batched matrix
+products (tensor cores), as before.
+
+Status (benchmarks/bench_orthonormalization.py, H200, CUDA graphs, one step at 250 x 1024):
+equal results (tests/test_engine.py on that GPU), but no faster yet: 183 ms with panels of 16
+against 189 ms for the torch panel (9.4 ms for the product X @ X), and 273 ms with panels of 32
+(the 1024 x 32 float64 panel spills out of registers). The engine therefore does not use it;
+it is reachable as ``orthonormalize(q, "householder_triton")`` for further work.
+
+The arithmetic is that of `lyapunov._householder_blocked`'s torch panel, column by column
+(same reflections, same signs: diag R > 0 after the final sign fix), so the two agree to
+rounding. On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs the same kernel, which
+is how the CPU test suite checks it; without Triton, `available()` is False and the engine keeps
+the torch panel.
+"""
+from __future__ import annotations
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch; a CPU install may lack it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+__all__ = ["available", "panel"]
+
+
+def available(device) -> bool:
+    """Whether `panel` can run for tensors on ``device``: Triton is installed and the device is
+    CUDA (or Triton's interpreter is on, ``TRITON_INTERPRET=1``, for CPU tensors)."""
+    import os
+
+    if triton is None:
+        return False
+    if torch.device(device).type == "cuda":
+        return True
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _panel_kernel(A, V, TAU, BETA, m, n, j0, s_ab, s_ar, s_ac, s_vb, s_vr, s_vc, s_tb, s_bb,
+                      BLOCK: tl.constexpr, BLOCK_M: tl.constexpr):
+        """Factor columns j0 .. j0 + BLOCK - 1 of frame ``program_id`` in place (rows j0 ..),
+        writing the reflectors (V: rows j0 .., zero above their diagonal), tau and R's diagonal."""
+        f = tl.program_id(0)
+        rows = tl.arange(0, BLOCK_M)
+        cols = tl.arange(0, BLOCK)
+        a_ptr = A + f * s_ab + rows[:, None] * s_ar + (j0 + cols)[None, :] * s_ac
+        live = (rows[:, None] >= j0) & (rows[:, None] < m) & ((j0 + cols)[None, :] < n)
+        P = tl.load(a_ptr, mask=live, other=0.0)
+        for c in tl.static_range(BLOCK):
+            r = j0 + c  # this column's diagonal row
+            is_c = cols[None, :] == c
+            col = tl.sum(tl.where(is_c, P, 0.0), axis=1)  # (BLOCK_M,) column c
+            x = tl.where(rows >= r, col, 0.0)
+            alpha = tl.sum(tl.where(rows == r, x, 0.0), axis=0)
+            norm = tl.sqrt(tl.sum(x * x, axis=0))
+            beta = tl.where(alpha >= 0, -norm, norm)  # R's diagonal entry, sign opposite to alpha
+            v = tl.where(rows == r, alpha - beta, x)  # alpha + sign(alpha) |x|: no cancellation
+            vv = tl.sum(v * v, axis=0)
+            tau = tl.where(vv > 0, 2.0 / tl.where(vv > 0, vv, 1.0), 0.0)  # v = 0: H = I
+            w = tl.sum(v[:, None] * P, axis=0) * tau  # (BLOCK,) tau v^T P
+            w = tl.where(cols > c, w, 0.0)  # only the later columns of the panel
+            P = P - v[:, None] * w[None, :]
+            new_col = tl.where(rows < r, col, tl.where(rows == r, beta, 0.0))
+            P = tl.where(is_c, new_col[:, None], P)
+            tl.store(V + f * s_vb + (rows - j0) * s_vr + c * s_vc, v, mask=(rows >= j0) & (rows < m))
+            tl.store(TAU + f * s_tb + c, tau)
+            tl.store(BETA + f * s_bb + r, beta, mask=r < n)
+        tl.store(a_ptr, P, mask=live)
+
+
+def panel(A: torch.Tensor, j0: int, block: int):
+    """Householder-factor columns ``j0 .. j0 + block - 1`` of every frame of ``A`` (B, m, n)
+    in place, below row j0 (the earlier rows were finished by earlier panels).
+
+    Returns (V (B, m - j0, block), tau (B, block), beta (B, block)): the reflectors
+    ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its diagonal row), and R's diagonal entries
+    (before the sign fix), as `lyapunov._householder_blocked`'s torch panel returns them.
+    """
+    if triton is None:
+        raise RuntimeError("lyabook.triton_qr.panel needs Triton (pip install triton)")
+    B, m, n = A.shape
+    if A.dtype != torch.float64:
+        raise TypeError(f"panel: A must be float64, got {A.dtype}")
+    b = min(block, n - j0)
+    V = torch.empty(B, m - j0, block, dtype=A.dtype, device=A.device)
+    tau = torch.empty(B, block, dtype=A.dtype, device=A.device)
+    beta = torch.zeros(B, n, dtype=A.dtype, device=A.device)
+    block_m = max(16, triton.next_power_of_2(m))
+    # the panel lives in registers: about 32 float64 per thread
+    warps = max(4, min(16, block_m * block // 1024))
+    _panel_kernel[(B,)](A, V, tau, beta, m, n, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0), V.stride(1),
+                        V.stride(2), tau.stride(0), beta.stride(0), BLOCK=block, BLOCK_M=block_m, num_warps=warps)
+    return V[:, :, :b], tau[:, :b], beta[:, j0 : j0 + b]
