@@ -80,13 +80,14 @@ if triton is not None:
         tl.store(a_ptr, P, mask=live)
 
 
-def panel(A: torch.Tensor, j0: int, block: int):
+def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None):
     """Householder-factor columns ``j0 .. j0 + block - 1`` of every frame of ``A`` (B, m, n)
     in place, below row j0 (the earlier rows were finished by earlier panels).
 
     Returns (V (B, m - j0, block), tau (B, block), beta (B, block)): the reflectors
     ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its diagonal row), and R's diagonal entries
     (before the sign fix), as `lyapunov._householder_blocked`'s torch panel returns them.
+    ``num_warps``: Triton's warps per program (default: about 32 float64 of the panel per thread).
     """
     if triton is None:
         raise RuntimeError("lyabook.triton_qr.panel needs Triton (pip install triton)")
@@ -99,7 +100,7 @@ def panel(A: torch.Tensor, j0: int, block: int):
     beta = torch.zeros(B, n, dtype=A.dtype, device=A.device)
     block_m = max(16, triton.next_power_of_2(m))
     # the panel lives in registers: about 32 float64 per thread
-    warps = max(4, min(16, block_m * block // 1024))
+    warps = num_warps or max(4, min(16, block_m * block // 1024))
     _panel_kernel[(B,)](A, V, tau, beta, m, n, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0), V.stride(1),
                         V.stride(2), tau.stride(0), beta.stride(0), BLOCK=block, BLOCK_M=block_m, num_warps=warps)
     return V[:, :, :b], tau[:, :b], beta[:, j0 : j0 + b]
