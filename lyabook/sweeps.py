@@ -305,7 +305,7 @@ def charrnn_init_p(hidden: int, profile: str = "full") -> torch.Tensor:
     return p.round(decimals=3)
 
 
-def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Job]:
+def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0, allow_fallback: bool = False) -> list[Job]:
     from . import data
     from .train import PopulationLSTM
 
@@ -314,7 +314,12 @@ def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0) -> list[Jo
 
     def task():
         if not loaded:
-            corpus = data.load_war_and_peace(data_dir)
+            try:
+                corpus = data.load_war_and_peace(data_dir)
+            except data.DataError:  # smoke runs only; the text is part of a run's identity
+                if not allow_fallback:
+                    raise
+                corpus = data.fallback_text()
             train, valid = corpus.train, corpus.valid
             if prof["char_chars"]:
                 train, valid = train[: prof["char_chars"]], valid[: prof["char_chars"] // 4]
@@ -357,8 +362,8 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
          only=None) -> list[Job]:
     """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"; the
     smnist, smnist-permuted and charrnn sweeps also "reduced", a CPU-sized one); data are loaded
-    only when a job is built. ``allow_fallback`` (the MNIST sweeps, for smoke runs): scikit-learn's
-    8x8 digits when MNIST is missing. ``only``: job names to keep (e.g. ["charrnn-512"]), in the
+    only when a job is built. ``allow_fallback`` (smoke runs): scikit-learn's 8x8 digits when
+    MNIST is missing (the MNIST sweeps), Python's bundled text when War and Peace is (charrnn). ``only``: job names to keep (e.g. ["charrnn-512"]), in the
     sweep's order; a job's records do not depend on which others run, so a sweep can be run
     a few jobs at a time (GPU sessions too short for all of it)."""
     if not isinstance(name, str) or name not in SWEEPS:
@@ -366,8 +371,9 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
     known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
     if not isinstance(profile, str) or profile not in known:
         raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
-    if allow_fallback and not (name.startswith("smnist") or name == "asrnn"):
-        raise ValueError(f"allow_fallback is for the MNIST sweeps (smnist, smnist-permuted, asrnn) only, not {name!r}")
+    if allow_fallback and name == "force":
+        raise ValueError("allow_fallback is for the sweeps that read data (smnist, smnist-permuted, asrnn, charrnn), "
+                         "not 'force'")
     out = SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
     if only is None:
         return out

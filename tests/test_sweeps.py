@@ -69,8 +69,22 @@ def test_mnist_sweeps_fall_back_to_the_8x8_digits_only_when_asked(tmp_path, monk
     if name == "asrnn":  # the spectrum after the last epoch fits in the fallback's shorter sequences
         done = sweeps.run_shard(name, tmp_path / "full", profile="smoke", device="cpu", progress=False, allow_fallback=True)
         assert done["asrnn-grid"][-1]["exponents"].shape == (8, 6)
-    with pytest.raises(ValueError, match="allow_fallback is for the MNIST sweeps"):
+    with pytest.raises(ValueError, match="allow_fallback is for the sweeps that read data"):
         sweeps.jobs("force", "smoke", allow_fallback=True)
+
+
+def test_charrnn_falls_back_to_the_bundled_text_only_when_asked(tmp_path, monkeypatch):
+    from lyabook import data
+
+    def missing(root=None, download=True):
+        raise data.DataError("war_and_peace/warpeace_input.txt is not here")
+
+    monkeypatch.setattr(data, "load_war_and_peace", missing)
+    with pytest.raises(data.DataError, match="not here"):
+        sweeps.run_shard("charrnn", tmp_path, profile="smoke", device="cpu", progress=False, epochs=0)
+    done = sweeps.run_shard("charrnn", tmp_path, profile="smoke", device="cpu", progress=False, allow_fallback=True)
+    assert set(done) == {"charrnn-4", "charrnn-8"} and done["charrnn-8"][-1]["exponents"].shape == (8, 16)
+    assert sweeps.jobs("charrnn", "smoke", allow_fallback=True)[0].build()[0].input_size == data.fallback_text().vocab_size
 
 
 def test_bad_sweep_arguments_are_one_line_errors(capsys):
