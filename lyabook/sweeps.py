@@ -336,7 +336,8 @@ def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0, allow_fall
         def build(hidden=hidden, k=k):
             t = task()
             P, V = prof["char_networks"], t["vocab"]
-            pop = PopulationLSTM(P, V, hidden, V, init_p=charrnn_init_p(hidden, profile_name), dropout=0.1, bias=False, seed=seed + 100 + k).to(device)
+            pop = PopulationLSTM(P, V, hidden, V, init_p=charrnn_init_p(hidden, profile_name), dropout=0.1, bias=False,
+                                 seed=seed + 100 + k).to(device)
             subsets = [data.NetworkBatches(*t[part], P, CHAR_KEEP, seed=seed + 10 * k + j) for j, part in enumerate(("train", "valid"))]
             kwargs = dict(epochs=prof["char_epochs"], lr=0.002, task="classification", lr_decay=1.0,
                           config={"sweep": "charrnn", "hidden": hidden, "profile": profile_name},
@@ -363,9 +364,10 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
     """The jobs (populations) of sweep ``name`` under ``profile`` ("full" or "smoke"; the
     smnist, smnist-permuted and charrnn sweeps also "reduced", a CPU-sized one); data are loaded
     only when a job is built. ``allow_fallback`` (smoke runs): scikit-learn's 8x8 digits when
-    MNIST is missing (the MNIST sweeps), Python's bundled text when War and Peace is (charrnn). ``only``: job names to keep (e.g. ["charrnn-512"]), in the
-    sweep's order; a job's records do not depend on which others run, so a sweep can be run
-    a few jobs at a time (GPU sessions too short for all of it)."""
+    MNIST is missing (the MNIST sweeps), Python's bundled text when War and Peace is (charrnn).
+    ``only``: job names to keep (e.g. ["charrnn-512"]), in the sweep's order; a job's records do
+    not depend on which others run, so a sweep can be run a few jobs at a time (GPU sessions too
+    short for all of it)."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
     known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
@@ -379,11 +381,12 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
         return out
     if isinstance(only, str) or not all(isinstance(j, str) for j in only) or not only:
         raise ValueError(f"only must be a non-empty list of job names, got {only!r}")
-    unknown = sorted(set(only) - {j.name for j in out})
+    keep = set(only)
+    unknown = sorted(keep - {j.name for j in out})
     if unknown:
         raise ValueError(f"unknown job(s) {', '.join(unknown)} in sweep {name!r} ({profile}); its jobs: "
                          f"{', '.join(j.name for j in out)}")
-    return [j for j in out if j.name in set(only)]
+    return [j for j in out if j.name in keep]
 
 
 def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
