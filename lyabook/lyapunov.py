@@ -606,10 +606,7 @@ class _EagerLoop:
         self.pending.append((t, "state", torch.isfinite(x_next).all()))
 
     def close(self, t):
-        before = _column_log_norms(self.Q) if self.watch_collapse else None
-        self.Q, log_r, ok = self.ortho(self.Q)
-        if before is not None:
-            torch.minimum(self.collapse, _collapse(log_r, before), out=self.collapse)
+        self.Q, log_r, ok = _orthonormalize_watching(self.ortho, self.Q, self.collapse if self.watch_collapse else None)
         if ok is not None:
             self.chol_ok.append(ok)
         self.pending.append((t, "R value", torch.isfinite(log_r).all()))
@@ -676,10 +673,7 @@ class _GraphLoop:
         torch.logical_or(self.bad, ~torch.isfinite(x_next).all(), out=self.bad)
 
     def _close(self):
-        before = _column_log_norms(self.Q) if self.watch_collapse else None
-        Q, log_r, ok = self.ortho(self.Q)
-        if before is not None:
-            torch.minimum(self.collapse, _collapse(log_r, before), out=self.collapse)
+        Q, log_r, ok = _orthonormalize_watching(self.ortho, self.Q, self.collapse if self.watch_collapse else None)
         self.Q.copy_(Q)
         self.log_r.copy_(log_r)
         torch.logical_or(self.bad, ~torch.isfinite(log_r).all(), out=self.bad)
@@ -703,15 +697,17 @@ class _GraphLoop:
         return True
 
 
-def _column_log_norms(Q: torch.Tensor) -> torch.Tensor:
-    """log ||column|| of each frame's columns (B, k), before orthonormalization."""
-    return torch.log(torch.linalg.vector_norm(Q, dim=-2))
-
-
-def _collapse(log_r: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-    """min over the batch of log(R_kk / ||column k||) (0-d); an R value of exactly 0 (a singular
+def _orthonormalize_watching(ortho, Q: torch.Tensor, collapse: torch.Tensor | None = None):
+    """``ortho(Q)`` for both loops; with ``collapse`` (a 0-d float64 tensor) also lower it in place
+    to the smallest log(R_kk / ||column k||) of this orthonormalization: how far a column had
+    collapsed onto the earlier ones since the last one. An R value of exactly 0 (a singular
     Jacobian) or a non-finite one is not a collapse and counts as +inf."""
-    return (log_r - before).nan_to_num(nan=math.inf, posinf=math.inf, neginf=math.inf).amin()
+    before = None if collapse is None else torch.log(torch.linalg.vector_norm(Q, dim=-2))
+    out = ortho(Q)
+    if collapse is not None:
+        ratio = (out[1] - before).nan_to_num(nan=math.inf, posinf=math.inf, neginf=math.inf).amin()
+        torch.minimum(collapse, ratio, out=collapse)
+    return out
 
 
 @torch.no_grad()  # the system may hold trainable parameters: never build autograd graphs here

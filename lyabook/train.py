@@ -277,6 +277,12 @@ def _key_suffix(convention: str) -> str:
     return "" if convention == "full" else f"_{convention}"
 
 
+def _householder_ran(methods) -> bool:
+    """Whether a spectrum's orthonormalizers (names of `lyapunov.ORTHONORMALIZERS`) include a
+    Householder one: CholeskyQR3 broke down, and later epochs go straight to Householder."""
+    return any(m.startswith("householder") for m in methods)
+
+
 def epoch_spectra(model: Population, inputs: torch.Tensor, warmup: int, conventions, methods: dict,
                   networks=None) -> dict:
     """Record entries for every convention: ``exponents<suffix>`` (P, k) float32 (NaN rows for
@@ -290,7 +296,7 @@ def epoch_spectra(model: Population, inputs: torch.Tensor, warmup: int, conventi
         t0 = time.perf_counter()
         spec = population_exponents(model, inputs, warmup=warmup, convention=conv, networks=networks,
                                     method=methods[conv])
-        if any(m.startswith("householder") for m in spec.methods):
+        if _householder_ran(spec.methods):
             methods[conv] = "householder"
         suffix = _key_suffix(conv)
         rec[f"spectrum_time_s{suffix}"] = time.perf_counter() - t0
@@ -647,7 +653,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         _set_rng_state(state)
     methods = {conv: spectrum_method for conv in spectrum_conventions}
     for conv in spectrum_conventions:  # a resumed run remembers where CholeskyQR3 broke down
-        if done and any(m.startswith("householder") for m in done[-1].get(f"spectrum_method{_key_suffix(conv)}", [])):
+        if done and _householder_ran(done[-1].get(f"spectrum_method{_key_suffix(conv)}", [])):
             methods[conv] = "householder"
     prov_run = {"config": config, "config_hash": h, "run_settings": settings,
                 "shard": None if shard is None else {"index": shard[0], "of": shard[1],
