@@ -2,17 +2,18 @@
 
 For each (frames, size): the bare product X @ X of the same shapes (the floor a step of the QR
 algorithm competes with), cuSOLVER's QR (torch.linalg.qr, eager: it does not capture), and,
-captured in a CUDA graph as the engine runs them, blocked Householder with the torch panel,
-with the Triton panel (`lyabook.triton_qr`, panel widths 16 and 32) and shifted CholeskyQR3.
-Every orthonormalizer's log diag R (computed eagerly) is checked against the torch-panel
-Householder's first.
+captured in a CUDA graph as the engine runs them: `_householder_blocked` (recursive halves,
+Triton panels: what the engine runs on a GPU), the same with the torch panel (what it runs
+without Triton) and shifted CholeskyQR3. Every orthonormalizer's log diag R (computed eagerly)
+is checked against LAPACK's on the CPU for the first four frames.
 Prints one line per shape with the times and their ratios to the floor, measured in this one
 run, and writes benchmarks/results/orthonormalization_<device>.json naming the device.
 
-    python benchmarks/bench_orthonormalization.py [--quick]
+    python benchmarks/bench_orthonormalization.py [--quick] [--out DIR]
 """
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -36,13 +37,17 @@ def graphed(fn, x, reps):
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        out = fn(x)
-    return _time(g.replay, reps), out
+        fn(x)
+    ms = _time(g.replay, reps)
+    del g  # a graph keeps its memory pool (gigabytes at these shapes) until freed
+    gc.collect()
+    torch.cuda.empty_cache()
+    return ms
 
 
 def eager(fn, x, reps):
     fn(x)
-    return _time(lambda: fn(x), reps), fn(x)
+    return _time(lambda: fn(x), reps)
 
 
 def _time(call, reps):
@@ -56,7 +61,7 @@ def _time(call, reps):
     return sorted(times)[len(times) // 2]
 
 
-def main(quick=False):
+def main(quick=False, out_dir=Path(__file__).parent / "results"):
     dev = torch.device("cuda")
     rows = []
     for frames, n in SHAPES[:1] if quick else SHAPES:
@@ -64,26 +69,23 @@ def main(quick=False):
         x = torch.randn(frames, n, n, generator=g, device=dev, dtype=torch.float64) / n**0.5
         reps = 5
         row = {"frames": frames, "size": n}
-        row["matmul_ms"], _ = graphed(lambda a: a @ a, x, reps)
-        methods = {"householder_blocked_torch_panel": lambda a: lyapunov._householder_blocked(a, 32),
-                   "householder_triton_b16": lambda a: lyapunov._householder_blocked(a, 16, panel=triton_qr.panel),
-                   "householder_triton_b32": lambda a: lyapunov._householder_blocked(a, 32, panel=triton_qr.panel),
+        row["matmul_ms"] = graphed(lambda a: a @ a, x, reps)
+        methods = {"householder_blocked": lambda a: lyapunov._householder_blocked(a),
+                   "householder_blocked_torch_panel": lambda a: lyapunov._householder_blocked(a, panel=lyapunov._panel_torch),
                    "cholesky_qr3": lambda a: lyapunov._cholesky_qr3(a)}
-        ref = None
+        ref = lyapunov._householder(x[:4].cpu())[1]  # LAPACK
         for name, fn in methods.items():
             try:
                 log_r = fn(x)[1]  # checked eagerly: a graph's outputs are its own static buffers
-                ms, _ = graphed(fn, x, reps)
+                ms = graphed(fn, x, reps)
             except Exception as e:  # report and go on: one failure must not lose the table
                 row[f"{name}_error"] = repr(e)[:300]
                 continue
             row[f"{name}_ms"] = ms
-            if ref is None:
-                ref = log_r
-            else:
-                row[f"{name}_max_log_r_diff"] = float((log_r - ref).abs().max())
+            row[f"{name}_max_log_r_diff_vs_lapack"] = float((log_r[:4].cpu() - ref).abs().max())
+            torch.cuda.empty_cache()
         if frames * n <= 250 * 1024:  # cuSOLVER takes seconds per step beyond
-            row["cusolver_ms"], _ = eager(torch.linalg.qr, x, 3)
+            row["cusolver_ms"] = eager(torch.linalg.qr, x, 3)
         for k in list(row):
             if k.endswith("_ms") and k != "matmul_ms":
                 row[k.replace("_ms", "_x_matmul")] = row[k] / row["matmul_ms"]
@@ -96,10 +98,11 @@ def main(quick=False):
            "what": "median ms of one QR step (5 graph replays; cuSOLVER: 3 eager calls) and the ratio to X @ X",
            "rows": rows}
     name = torch.cuda.get_device_name(dev).lower().replace(" ", "_")
-    path = Path(__file__).parent / "results" / f"orthonormalization_{name}.json"
+    path = out_dir / f"orthonormalization_{name}.json"
     path.write_text(json.dumps(out, indent=1))
     print("wrote", path)
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    main(quick="--quick" in sys.argv, out_dir=Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else
+         Path(__file__).parent / "results")

@@ -46,7 +46,17 @@ _CHECK_EVERY = 64
 # whose time grows with the batch (one matrix at a time) while the blocked form's launch count
 # does not. Measured on an H100 (float64, eager): batch 100 x 512^2 equal (224 vs 206 ms);
 # batch 250 x 1024^2 blocked 421 ms, cuSOLVER 1285 ms; at batch 10 x 512^2 cuSOLVER is faster.
+# With Triton's panel kernel the blocked form is faster at every batch (10 x 512^2 on an H100:
+# 3.8 ms against cuSOLVER's 19 ms), so the threshold only applies without Triton.
 _BLOCKED_QR_MIN_BATCH = 100
+
+
+def _triton_panel(device) -> bool:
+    """Whether `_householder_blocked` factors its panels with Triton on ``device`` (a CUDA device
+    with Triton installed)."""
+    from . import triton_qr
+
+    return torch.device(device).type == "cuda" and triton_qr.available(device)
 
 # Largest accepted max |Q^T Q - I| of a CholeskyQR3 frame (float64); CholeskyQR3 reaches
 # ~1e-15 wherever it works, and a frame off by 1e-10 changes exponents by ~1e-10 per step.
@@ -199,16 +209,16 @@ def _householder(q: torch.Tensor):
     return Q * sign.unsqueeze(-2), torch.log(d.abs()), None
 
 
-def _panel_torch(A: torch.Tensor, j0: int, block: int):
+def _panel_torch(A: torch.Tensor, j0: int, block: int, out: torch.Tensor | None = None):
     """Householder-factor columns j0 .. j0 + block - 1 of every frame of ``A`` (B, m, n) in place,
     below row j0, one column at a time with batched torch operations. Returns (V (B, m - j0,
     b), tau (B, b), beta (B, b)): reflectors ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its
-    diagonal row) and R's diagonal entries before the sign fix. `triton_qr.panel` is the same
-    arithmetic fused into one kernel."""
+    diagonal row) and R's diagonal entries before the sign fix; ``out``: a (B, m - j0, b) view
+    to write V into. `triton_qr.panel` is the same arithmetic fused into one kernel."""
     B, m, n = A.shape
     b = min(block, n - j0)
     P = A[:, j0:, j0 : j0 + b]  # view: the panel, rows j0.. (updated in place)
-    V = torch.zeros(B, m - j0, b, dtype=A.dtype, device=A.device)
+    V = torch.zeros(B, m - j0, b, dtype=A.dtype, device=A.device) if out is None else out.zero_()
     tau = torch.zeros(B, b, dtype=A.dtype, device=A.device)
     beta = torch.empty(B, b, dtype=A.dtype, device=A.device)
     for c in range(b):
@@ -227,50 +237,95 @@ def _panel_torch(A: torch.Tensor, j0: int, block: int):
     return V, tau, beta
 
 
-def _householder_blocked(q: torch.Tensor, block: int = 32, panel=None):
-    """Householder QR built from batched matrix products, for GPUs: ``q`` (B, m, n), m >= n ->
+def _t_factor(V: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """T of the compact WY form ``H_1 ... H_b = I - V T V^T`` (V (B, r, b), tau (B, b)) by the
+    UT transform, ``T^-1 = diag(1/tau) + striu(V^T V)`` (a zero reflector, tau = 0, keeps a
+    unit diagonal entry: its column of V is zero, so it adds nothing)."""
+    Tinv = torch.triu(V.mT @ V, diagonal=1)
+    Tinv.diagonal(dim1=-2, dim2=-1).copy_(torch.where(tau > 0, 1.0 / torch.where(tau > 0, tau, 1.0), 1.0))
+    b = V.shape[-1]
+    eye = torch.eye(b, dtype=V.dtype, device=V.device).expand(V.shape[0], b, b)
+    return torch.linalg.solve_triangular(Tinv, eye, upper=True)
+
+
+def _apply_wy(C: torch.Tensor, V: torch.Tensor, T: torch.Tensor, transpose: bool):
+    """``C <- (I - V T V^T) C``, or with T^T (``transpose``: the reflections' transpose, as R's
+    trailing columns need), in place: C (B, r, c) a view, V (B, r, w), T (B, w, w). The last
+    product accumulates into C (``baddbmm_``) instead of writing a temporary and subtracting it."""
+    W = V.mT @ C
+    W = (T.mT if transpose else T) @ W
+    C.baddbmm_(V, W, alpha=-1.0)
+
+
+def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, panel=None):
+    """Householder QR from batched matrix products, for GPUs: ``q`` (B, m, n), m >= n ->
     (Q (B, m, n), log |diag R| (B, n), ok=None), with diag(R) > 0 as in `_householder`.
 
-    cuSOLVER factors a batch one matrix at a time (about 0.3 TFLOP/s on an H100 for 250
-    frames of 1024). Here columns are factored in panels of ``block`` (``panel``: `_panel_torch`,
-    or `triton_qr.panel`, the same arithmetic in one kernel); each panel's reflections are
-    gathered into the compact WY form ``I - V T V^T`` (T from ``T^-1 = diag(1/tau) +
-    striu(V^T V)``, the UT transform) and applied to the rest of the matrix, and to the identity
-    to form Q, with batched matrix products. Same arithmetic as LAPACK's blocked QR, so the same
-    accuracy, singular frames included (unlike CholeskyQR3).
+    cuSOLVER factors a batch one matrix at a time (about 0.3 TFLOP/s on an H100 for 250 frames
+    of 1024). Here the columns are factored in recursive halves (Elmroth and Gustavson 2000):
+    factor the left half, apply its reflections to the right half with batched products, factor
+    the right half. Panels of ``base`` columns are factored column by column by ``panel``
+    (default: `triton_qr.panel`, one kernel per panel, for CUDA tensors where Triton is
+    installed, else `_panel_torch`, the same arithmetic as batched torch operations). A range
+    of at most ``q_block`` columns gathers its reflections into one compact WY form
+    ``I - V T V^T`` (T of its halves joined as ``[[T1, -T1 V1^T V2 T2], [0, T2]]``); wider
+    ranges apply their halves' WY blocks one after another, so most of the work is products of
+    rank up to ``q_block`` and no T wider than that is formed. Q is then formed from the
+    identity block by block, last block first, each touching only its trailing rows and columns
+    (the rest of Q is still the identity's there). Same reflections and signs as LAPACK's QR,
+    so the same accuracy, singular frames included (unlike CholeskyQR3).
+
+    Measured (benchmarks/bench_orthonormalization.py; H100, one step in a CUDA graph): 250
+    frames of 1024 in 63 ms (6.8x the product X @ X; the earlier loop over panels of 32: 233 ms,
+    cuSOLVER: 1,224 ms).
     """
     B, m, n = q.shape
     if m < n:
         raise ValueError(f"_householder_blocked needs m >= n, got {m} x {n}")
-    panel = _panel_torch if panel is None else panel
+    if panel is None:
+        from . import triton_qr
+
+        panel = triton_qr.panel if q.dtype == torch.float64 and _triton_panel(q.device) else _panel_torch
     A = q.clone()
+    V = torch.zeros(B, m, n, dtype=q.dtype, device=q.device)  # reflector j: column j, rows j.. (zero above)
     beta = torch.empty(B, n, dtype=q.dtype, device=q.device)
-    panels = []
-    for j0 in range(0, n, block):
-        j1 = min(j0 + block, n)
-        b = j1 - j0
-        V, tau, beta[:, j0:j1] = panel(A, j0, block)
-        Tinv = torch.triu(V.mT @ V, diagonal=1)
-        Tinv.diagonal(dim1=-2, dim2=-1).copy_(torch.where(tau > 0, 1.0 / torch.where(tau > 0, tau, 1.0), 1.0))
-        eye = torch.eye(b, dtype=q.dtype, device=q.device).expand(B, b, b)
-        T = torch.linalg.solve_triangular(Tinv, eye, upper=True)
-        if j1 < n:  # H_panel^T = I - V T^T V^T applied to the trailing columns
-            C = A[:, j0:, j1:]
-            C -= V @ (T.mT @ (V.mT @ C))
-        panels.append((j0, V, T))
-    Q = torch.eye(m, n, dtype=q.dtype, device=q.device).expand(B, m, n).contiguous()
-    for j0, V, T in reversed(panels):  # Q = H_1 ... H_p [I; 0]
-        Qs = Q[:, j0:, :]
-        Qs -= V @ (T @ (V.mT @ Qs))
-    sign = torch.where(beta < 0, -1.0, 1.0).to(q.dtype)
-    return Q * sign.unsqueeze(-2), torch.log(beta.abs()), None
+    blocks = []  # (j0, w, T): the WY blocks of columns j0 .. j0 + w - 1, left to right
 
+    def factor(j0: int, w: int):
+        """Factor columns j0 .. j0 + w - 1 (rows j0..); T (B, w, w) if w <= q_block, else None
+        (its WY blocks are then in ``blocks``)."""
+        if w <= base:
+            Vp, tau, beta[:, j0 : j0 + w] = panel(A, j0, w, out=V[:, j0:, j0 : j0 + w])
+            return _t_factor(Vp, tau)
+        w1 = base * max(1, (w // 2 + base - 1) // base)  # the left half: whole panels
+        j1, j2 = j0 + w1, j0 + w
+        T1 = factor(j0, w1)
+        if T1 is not None and w > q_block:
+            blocks.append((j0, w1, T1))
+        left = [(j0, w1, T1)] if T1 is not None else [blk for blk in blocks if j0 <= blk[0] < j1]
+        for jb, wb, Tb in left:  # H_left^T = I - V T^T V^T on the right half
+            _apply_wy(A[:, jb:, j1:j2], V[:, jb:, jb : jb + wb], Tb, transpose=True)
+        T2 = factor(j1, w - w1)
+        if w > q_block:
+            if T2 is not None:
+                blocks.append((j1, w - w1, T2))
+            return None
+        T = torch.zeros(B, w, w, dtype=q.dtype, device=q.device)
+        T[:, :w1, :w1], T[:, w1:, w1:] = T1, T2
+        V1, V2 = V[:, j1:, j0:j1], V[:, j1:, j1:j2]  # V1's rows above j1 meet V2's zeros
+        T[:, :w1, w1:] = -(T1 @ ((V1.mT @ V2) @ T2))
+        return T
 
-def _householder_triton(q: torch.Tensor, block: int = 32):
-    """`_householder_blocked` with `triton_qr.panel` (one kernel per panel): CUDA, float64."""
-    from . import triton_qr
-
-    return _householder_blocked(q.to(torch.float64), block, panel=triton_qr.panel)
+    T = factor(0, n)
+    if T is not None:
+        blocks.append((0, n, T))
+    # Q = H_1 ... H_n [I; 0] S, S = diag(sign R_jj) making diag R > 0: start from [S; 0] (S commutes
+    # past the reflections, which act from the left) and apply the blocks, last first
+    Q = torch.zeros(B, m, n, dtype=q.dtype, device=q.device)
+    Q.diagonal(dim1=-2, dim2=-1).copy_(torch.where(beta < 0, -1.0, 1.0))
+    for j0, w, T in reversed(blocks):
+        _apply_wy(Q[:, j0:, j0:], V[:, j0:, j0 : j0 + w], T, transpose=False)  # earlier columns: still [S; 0]'s
+    return Q, torch.log(beta.abs()), None
 
 
 def _cholesky_pass(x: torch.Tensor, shift: torch.Tensor | None = None):
@@ -320,7 +375,6 @@ def _cholesky_qr3(q: torch.Tensor):
 ORTHONORMALIZERS = {
     "householder": _householder,                 # LAPACK / cuSOLVER QR, one matrix at a time
     "householder_blocked": _householder_blocked,  # the same arithmetic from batched products (GPUs)
-    "householder_triton": _householder_triton,    # the same, each panel one Triton kernel (not faster yet: triton_qr)
     "cholesky": _cholesky_qr3,                   # shifted CholeskyQR3: fastest, fails on singular frames
 }
 
@@ -462,9 +516,10 @@ def lyapunov_spectrum(
             several of them.
         method: orthonormalization, "householder", "cholesky" (shifted CholeskyQR3, falling
             back to Householder for the whole run if it ever loses accuracy) or "auto"
-            (CholeskyQR3 on CUDA, Householder elsewhere: each is the faster one there). On a
-            GPU, Householder for 100 frames or more runs as "householder_blocked"; the result's
-            ``method`` names the orthonormalizer that ran.
+            (Householder; CholeskyQR3 on a GPU without Triton, where it is the faster one). On
+            a GPU, Householder runs as "householder_blocked" (`_householder_blocked`: batched
+            products and Triton panels; without Triton only for 100 frames or more); the
+            result's ``method`` names the orthonormalizer that ran.
         cuda_graph: on CUDA, capture one step and one orthonormalization as CUDA graphs and
             replay them (removes kernel-launch overhead, the main cost for RNN-sized
             systems). None: try, and run eagerly if the system cannot be captured; False: never.
@@ -549,8 +604,8 @@ def lyapunov_spectrum(
         raise ValueError("x0 contains non-finite values")
     q0 = _check_q0(q0, batch, m, k, device)
 
-    if method == "auto":
-        method = "cholesky" if device.type == "cuda" else "householder"
+    if method == "auto":  # Householder (blocked on a GPU); CholeskyQR3 only on a GPU without Triton, where it is faster
+        method = "cholesky" if device.type == "cuda" and not _triton_panel(device) else "householder"
     from .progress import bar
 
     with bar(total=warmup + n_steps, desc="Lyapunov spectrum", progress=progress, unit="step") as pbar:
@@ -719,7 +774,7 @@ def _run(system, x, inputs, n_steps, warmup, t_on, m, k, keep, method, cuda_grap
     batch = x.shape[0]
     total = warmup + n_steps
     f = _step_and_jacobian(system)
-    if method == "householder" and device.type == "cuda" and batch >= _BLOCKED_QR_MIN_BATCH:
+    if method == "householder" and device.type == "cuda" and (batch >= _BLOCKED_QR_MIN_BATCH or _triton_panel(device)):
         method = "householder_blocked"  # cuSOLVER factors one matrix at a time: slow for large batches
     ortho = ORTHONORMALIZERS[method]
     watch = t_on > 1  # at t_on = 1 a nearly parallel column is the Jacobian's own (no smaller t_on helps)

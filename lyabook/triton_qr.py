@@ -2,23 +2,21 @@
 
 Factoring ``block`` columns one at a time is a chain of small reductions and rank-1 updates,
 which torch runs as ~10 kernels per column, each reading the whole panel of every frame from
-memory (an eager profile of 250 frames of 1024 on an H200, 2026-11-27: elementwise and
-reduction kernels of the panel loop about 60 % of the CUDA time, the matrix products about
-25 %). `panel` does all of a panel's columns in one kernel, one program per frame, with the
-panel held in registers; the trailing updates and the forming of Q stay batched matrix
-products (tensor cores), as before.
+memory. `panel` does all of a panel's columns in one kernel, one program per frame, with the
+panel held in registers (rows j0 .. m - 1 only: one compiled kernel per power of two of
+m - j0); the reflectors stay below the diagonal as LAPACK stores them and V is written once, at
+the end. The trailing updates and the forming of Q stay batched matrix products (tensor cores).
 
-Status (benchmarks/bench_orthonormalization.py, H200, CUDA graphs, one step at 250 x 1024):
-equal results (tests/test_engine.py on that GPU), but no faster yet: 183 ms with panels of 16
-against 189 ms for the torch panel (9.4 ms for the product X @ X), and 273 ms with panels of 32
-(the 1024 x 32 float64 panel spills out of registers). The engine therefore does not use it;
-it is reachable as ``orthonormalize(q, "householder_triton")`` for further work.
+Measured (H100, one step of 250 frames of 1024 in a CUDA graph; tools/probe_qr.py and
+benchmarks/bench_orthonormalization.py): in the recursive `_householder_blocked` with panels of
+16, 43 ms against 127 ms with the torch panel (9.2 ms for X @ X). The kernel takes about a
+quarter of that time (64 calls, about 0.2 ms each: latency of its per-column block reductions,
+not memory). Panels of 32 do not fit the registers at 1,024 rows (267 ms); 16 is the default.
 
-The arithmetic is that of `lyapunov._householder_blocked`'s torch panel, column by column
-(same reflections, same signs: diag R > 0 after the final sign fix), so the two agree to
-rounding. On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs the same kernel, which
-is how the CPU test suite checks it; without Triton, `available()` is False and the engine keeps
-the torch panel.
+The arithmetic is that of `lyapunov._panel_torch`, column by column (same reflections, same
+signs: diag R > 0 after the sign fix), so the two agree to rounding. On the CPU, Triton's
+interpreter (``TRITON_INTERPRET=1``) runs the same kernel, which is how the CPU test suite
+checks it; without Triton, `available()` is False and the engine keeps the torch panel.
 """
 from __future__ import annotations
 
@@ -48,16 +46,17 @@ def available(device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _panel_kernel(A, V, TAU, BETA, m, n, j0, s_ab, s_ar, s_ac, s_vb, s_vr, s_vc, s_tb, s_bb,
+    def _panel_kernel(A, V, TAU, BETA, m, n_end, j0, s_ab, s_ar, s_ac, s_vb, s_vr, s_vc, s_tb, s_bb,
                       BLOCK: tl.constexpr, BLOCK_M: tl.constexpr):
-        """Factor columns j0 .. j0 + BLOCK - 1 of frame ``program_id`` in place (rows j0 ..),
+        """Factor columns j0 .. min(j0 + BLOCK, n_end) - 1 of frame ``program_id`` in place (rows j0 ..),
         writing the reflectors (V: rows j0 .., zero above their diagonal), tau and R's diagonal."""
         f = tl.program_id(0)
-        rows = tl.arange(0, BLOCK_M)
+        rows = j0 + tl.arange(0, BLOCK_M)  # the panel's rows j0 .. m - 1 (BLOCK_M >= m - j0)
         cols = tl.arange(0, BLOCK)
         a_ptr = A + f * s_ab + rows[:, None] * s_ar + (j0 + cols)[None, :] * s_ac
-        live = (rows[:, None] >= j0) & (rows[:, None] < m) & ((j0 + cols)[None, :] < n)
+        live = (rows[:, None] < m) & ((j0 + cols)[None, :] < n_end)
         P = tl.load(a_ptr, mask=live, other=0.0)
+        v_diag = tl.zeros((BLOCK,), dtype=P.dtype)  # each reflector's entry on its diagonal row
         for c in tl.static_range(BLOCK):
             r = j0 + c  # this column's diagonal row
             is_c = cols[None, :] == c
@@ -72,22 +71,27 @@ if triton is not None:
             w = tl.sum(v[:, None] * P, axis=0) * tau  # (BLOCK,) tau v^T P
             w = tl.where(cols > c, w, 0.0)  # only the later columns of the panel
             P = P - v[:, None] * w[None, :]
-            new_col = tl.where(rows < r, col, tl.where(rows == r, beta, 0.0))
-            P = tl.where(is_c, new_col[:, None], P)
-            tl.store(V + f * s_vb + (rows - j0) * s_vr + c * s_vc, v, mask=(rows >= j0) & (rows < m))
+            # column c keeps R above and on its diagonal and, below, the reflector (as LAPACK
+            # stores it): later steps change only later columns, and V is written once at the end
+            P = tl.where(is_c, tl.where(rows == r, beta, col)[:, None], P)
+            v_diag = tl.where(cols == c, alpha - beta, v_diag)
             tl.store(TAU + f * s_tb + c, tau)
-            tl.store(BETA + f * s_bb + r, beta, mask=r < n)
-        tl.store(a_ptr, P, mask=live)
+            tl.store(BETA + f * s_bb + r, beta, mask=r < n_end)
+        diag = (j0 + cols)[None, :]  # each column's diagonal row
+        v_tile = tl.where(rows[:, None] > diag, P, tl.where(rows[:, None] == diag, v_diag[None, :], 0.0))
+        tl.store(V + f * s_vb + (rows - j0)[:, None] * s_vr + cols[None, :] * s_vc, v_tile, mask=live)
+        tl.store(a_ptr, tl.where(rows[:, None] > diag, 0.0, P), mask=live)
 
 
-def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None):
+def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None, out: torch.Tensor | None = None):
     """Householder-factor columns ``j0 .. j0 + block - 1`` of every frame of ``A`` (B, m, n)
     in place, below row j0 (the earlier rows were finished by earlier panels).
 
-    Returns (V (B, m - j0, block), tau (B, block), beta (B, block)): the reflectors
+    Returns (V (B, m - j0, b), tau (B, b), beta (B, b)), b = min(block, n - j0): the reflectors
     ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its diagonal row), and R's diagonal entries
-    (before the sign fix), as `lyapunov._householder_blocked`'s torch panel returns them.
-    ``num_warps``: Triton's warps per program (default: about 32 float64 of the panel per thread).
+    (before the sign fix), as `lyapunov._panel_torch` returns them. ``out``: a (B, m - j0, b)
+    view to write V into (saves a copy), else a new tensor. ``num_warps``: Triton's warps per
+    program (default: about 32 float64 of the panel per thread).
     """
     if triton is None:
         raise RuntimeError("lyabook.triton_qr.panel needs Triton (pip install triton)")
@@ -95,12 +99,15 @@ def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None):
     if A.dtype != torch.float64:
         raise TypeError(f"panel: A must be float64, got {A.dtype}")
     b = min(block, n - j0)
-    V = torch.empty(B, m - j0, block, dtype=A.dtype, device=A.device)
-    tau = torch.empty(B, block, dtype=A.dtype, device=A.device)
+    width = max(2, triton.next_power_of_2(b))  # Triton's ranges are powers of two; columns from j0 + b are masked
+    V = torch.empty(B, m - j0, b, dtype=A.dtype, device=A.device) if out is None else out
+    if V.shape != (B, m - j0, b):
+        raise ValueError(f"panel: out must have shape {(B, m - j0, b)}, got {tuple(V.shape)}")
+    tau = torch.empty(B, width, dtype=A.dtype, device=A.device)
     beta = torch.zeros(B, n, dtype=A.dtype, device=A.device)
-    block_m = max(16, triton.next_power_of_2(m))
+    block_m = max(16, triton.next_power_of_2(m - j0))  # one compiled kernel per power of two
     # the panel lives in registers: about 32 float64 per thread
-    warps = num_warps or max(4, min(16, block_m * block // 1024))
-    _panel_kernel[(B,)](A, V, tau, beta, m, n, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0), V.stride(1),
-                        V.stride(2), tau.stride(0), beta.stride(0), BLOCK=block, BLOCK_M=block_m, num_warps=warps)
-    return V[:, :, :b], tau[:, :b], beta[:, j0 : j0 + b]
+    warps = num_warps or max(4, min(16, block_m * width // 1024))
+    _panel_kernel[(B,)](A, V, tau, beta, m, j0 + b, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0), V.stride(1),
+                        V.stride(2), tau.stride(0), beta.stride(0), BLOCK=width, BLOCK_M=block_m, num_warps=warps)
+    return V, tau[:, :b], beta[:, j0 : j0 + b]

@@ -332,7 +332,10 @@ def test_cuda_run_matches_cpu():
     inputs = torch.randn(4, 50, 3, dtype=torch.float64)
     cpu = rnn.rnn_spectrum(cell, inputs, warmup=10)
     gpu = rnn.rnn_spectrum(cell.cuda(), inputs.cuda(), warmup=10)
-    assert gpu.method == "cholesky"
+    from lyabook import triton_qr
+
+    # "auto": Householder from batched products with Triton panels (CholeskyQR3 without Triton)
+    assert gpu.method == ("householder_blocked" if triton_qr.available("cuda") else "cholesky")
     torch.testing.assert_close(gpu.per_sample, cpu.per_sample, atol=1e-9, rtol=0)
 
 
@@ -411,43 +414,62 @@ def _dev():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _one_wy_block(X, block, panel):
+    from lyabook.lyapunov import _householder_blocked
+
+    return _householder_blocked(X, base=block, q_block=X.shape[-1], panel=panel)  # one T for all columns
+
+
+def _wy_blocks(X, block, panel):
+    from lyabook.lyapunov import _householder_blocked
+
+    return _householder_blocked(X, base=block, q_block=2 * block, panel=panel)  # wider ranges apply their halves
+
+
+_FACTORIZATIONS = [pytest.param(_one_wy_block, id="one-T"), pytest.param(_wy_blocks, id="T-blocks")]
+
+
+@pytest.mark.parametrize("factor", _FACTORIZATIONS)
 @pytest.mark.parametrize("panel", _panels())
-@pytest.mark.parametrize("shape, block", [((3, 40, 40), 16), ((2, 50, 21), 16), ((2, 33, 33), 8), ((1, 64, 64), 32)])
-def test_blocked_householder_equals_lapack_householder(shape, block, panel):
-    """The GPU's matrix-product Householder QR gives LAPACK's Q and log diag R (diag R > 0),
-    for square and tall frames and panel widths that do not divide the width, with either panel."""
-    from lyabook.lyapunov import _householder, _householder_blocked
+@pytest.mark.parametrize("shape, block", [((3, 40, 40), 16), ((2, 50, 21), 16), ((2, 33, 33), 8), ((1, 64, 64), 32),
+                                          ((2, 100, 100), 8)])
+def test_blocked_householder_equals_lapack_householder(shape, block, panel, factor):
+    """The GPU's matrix-product Householder QR gives LAPACK's Q and log diag R (diag R > 0), for
+    square and tall frames and panel widths that do not divide the width, with either panel,
+    with one WY form for all columns and with WY blocks narrower than the frame."""
+    from lyabook.lyapunov import _householder
 
     X = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     Q1, l1, _ = _householder(X)
-    Q2, l2, _ = _householder_blocked(X.to(_dev()), block=block, panel=panel)
+    Q2, l2, _ = factor(X.to(_dev()), block, panel)
     torch.testing.assert_close(Q2.cpu(), Q1, atol=1e-12, rtol=0)
     torch.testing.assert_close(l2.cpu(), l1, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("factor", _FACTORIZATIONS)
 @pytest.mark.parametrize("panel", _panels())
-def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames(panel):
+def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames(panel, factor):
     """A graded frame (column scales 1 .. 1e-30), one with an exactly dependent column and one
     with a zero column: blocked Householder stays orthonormal and matches LAPACK (log diag R,
     -inf for the zero column; the dependent column's R value is rounding, as in LAPACK)."""
-    from lyabook.lyapunov import _householder, _householder_blocked
+    from lyabook.lyapunov import _householder
 
     g = torch.Generator().manual_seed(2)
     X = torch.randn(2, 64, 64, generator=g, dtype=torch.float64) @ torch.diag(torch.logspace(0, -30, 64, dtype=torch.float64))
-    Q, l, _ = _householder_blocked(X.to(_dev()), block=16, panel=panel)
+    Q, l, _ = factor(X.to(_dev()), 16, panel)
     Q, l = Q.cpu(), l.cpu()
     eye = torch.eye(64, dtype=torch.float64)
     assert (Q.mT @ Q - eye).abs().max() < 1e-13
     torch.testing.assert_close(l, _householder(X)[1], atol=1e-10, rtol=0)
     torch.testing.assert_close(Q, _householder(X)[0], atol=1e-10, rtol=0)
     X[:, :, 10] = X[:, :, 3]  # R_10,10 is 0 in exact arithmetic: rounding (LAPACK) or exactly 0 (-inf)
-    Q, l, _ = _householder_blocked(X.to(_dev()), block=16, panel=panel)
+    Q, l, _ = factor(X.to(_dev()), 16, panel)
     l, l0 = l.cpu(), _householder(X)[1]
     assert (Q.cpu().mT @ Q.cpu() - eye).abs().max() < 1e-13 and not bool(torch.isnan(l).any())
     assert bool((l[:, 10] < l0[:, 9] - 20).all()) and bool((l0[:, 10] < l0[:, 9] - 20).all())  # at the rounding floor
     torch.testing.assert_close(l[:, :10], l0[:, :10], atol=1e-10, rtol=0)  # later columns depend on the null direction chosen
     X[:, :, 20] = 0.0
-    Q, l, _ = _householder_blocked(X.to(_dev()), block=16, panel=panel)
+    Q, l, _ = factor(X.to(_dev()), 16, panel)
     Q0, l0, _ = _householder(X)
     assert (Q.cpu().mT @ Q.cpu() - eye).abs().max() < 1e-13
     assert bool(torch.isneginf(l[:, 20]).all()) and bool(torch.isneginf(l0[:, 20]).all())
@@ -544,12 +566,8 @@ def test_orthonormalizers_are_one_table_and_agree():
     g = torch.Generator().manual_seed(0)
     q = torch.randn(3, 20, 8, generator=g, dtype=torch.float64) * torch.logspace(0, -6, 8, dtype=torch.float64)
     ref_q, ref_r = orthonormalize(q, "householder")
-    assert set(ORTHONORMALIZERS) == {"householder", "householder_blocked", "householder_triton", "cholesky"}
-    from lyabook import triton_qr
-
+    assert set(ORTHONORMALIZERS) == {"householder", "householder_blocked", "cholesky"}
     for name in ORTHONORMALIZERS:
-        if name == "householder_triton" and not triton_qr.available("cpu"):
-            continue
         Q, log_r = orthonormalize(q, name)
         torch.testing.assert_close(Q, ref_q, atol=1e-10, rtol=0)
         torch.testing.assert_close(log_r, ref_r, atol=1e-10, rtol=0)
