@@ -47,7 +47,7 @@ _CHECK_EVERY = 64
 # does not. Measured on an H100 (float64, eager): batch 100 x 512^2 equal (224 vs 206 ms);
 # batch 250 x 1024^2 blocked 421 ms, cuSOLVER 1285 ms; at batch 10 x 512^2 cuSOLVER is faster.
 # With Triton's panel kernel the blocked form is faster at every batch (10 x 512^2 on an H100:
-# 3.8 ms against cuSOLVER's 19 ms), so the threshold only applies without Triton.
+# 3.3 ms against cuSOLVER's 19 ms), so the threshold only applies without Triton.
 _BLOCKED_QR_MIN_BATCH = 100
 
 
@@ -275,9 +275,10 @@ def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, pa
     (the rest of Q is still the identity's there). Same reflections and signs as LAPACK's QR,
     so the same accuracy, singular frames included (unlike CholeskyQR3).
 
-    Measured (benchmarks/bench_orthonormalization.py; H100, one step in a CUDA graph): 250
-    frames of 1024 in 63 ms (6.8x the product X @ X; the earlier loop over panels of 32: 233 ms,
-    cuSOLVER: 1,224 ms).
+    Measured (benchmarks/bench_orthonormalization.py; H100, one step in a CUDA graph, in units of
+    the product X @ X of the same shapes): 250 frames of 1024 4.7x (the earlier loop over panels
+    of 32: 25x, cuSOLVER: 143x), 2000 of 512 7.2x, 1280 of 128 18x, 10 of 512 52x (latency of
+    its ~700 small kernels; CholeskyQR3 54x, cuSOLVER 303x).
     """
     B, m, n = q.shape
     if m < n:
