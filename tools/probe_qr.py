@@ -1,12 +1,14 @@
 """Which matrix-product Householder QR is fastest on this GPU (issue 13): one QR step per
 variant, captured in a CUDA graph as the engine runs it, against X @ X of the same shapes;
-then the Triton panel alone per width and warps, and a profile of the fastest variant.
+then, at 250 frames, the Triton panel alone per width, warps and first column. With
+PROFILE_FIRST=<variant> it first prints torch.profiler's table of that variant (one eager call).
 
     python tools/probe_qr.py OUT_DIR [frames size ...]     (default: 250 1024 1280 128 2000 512 10 512)
 
+Results of 2026-11-27: benchmarks/results/qr_variants_probe_nvidia_h100.json.
+
 Prints one JSON line per measurement as it goes and writes OUT_DIR/probe_qr.json."""
 import functools
-import gc
 import os
 import json
 import sys
@@ -16,6 +18,9 @@ from pathlib import Path
 import torch
 
 from lyabook import lyapunov, triton_qr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchmarks.bench_orthonormalization as bench  # noqa: E402  (one timer for the probe and the benchmark)
 
 T0 = time.time()
 out_dir = Path(sys.argv[1])
@@ -31,35 +36,12 @@ def emit(**row):
 
 
 def timed(call, reps=5):
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        call()
-        torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return sorted(times)[reps // 2]
+    """Median ms of ``call()`` run eagerly."""
+    return bench._time(call, reps)
 
 
 def graphed(fn, x, reps=5):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn(x)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn(x)
-    ms = timed(g.replay, reps)
-    del g
-    gc.collect()
-    torch.cuda.empty_cache()  # each graph keeps its own memory pool until freed
-    return ms
-
-
-def tri(w):
-    return functools.partial(triton_qr.panel, num_warps=w) if w else triton_qr.panel
+    return bench.graphed(fn, x, reps)
 
 
 for frames, n in zip(args[::2], args[1::2]):
