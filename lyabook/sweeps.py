@@ -205,6 +205,19 @@ def asrnn_grid_init(name, shape, p, g):
     return torch.zeros(shape)
 
 
+def asrnn_code_init(name, shape, p, g):
+    """The authors' code's ASRNN initialization (`HO:AS_RNN.py`, spec section 3), which differs
+    from the text's (`asrnn_grid_init`): recurrent W N(0, (p / n)^2), i.e. standard deviation
+    p / n instead of p / sqrt(n), and input weights N(0, (1 / d)^2) instead of N(0, 1); biases 0
+    and read-out as in `asrnn_grid_init`. The book follows the text; notebook 00 (section 7)
+    computes what this init changes."""
+    if name == "cell.weight_ih_l0":
+        return torch.randn(shape, generator=g) / shape[1]
+    if name == "cell.weight_hh_l0":
+        return torch.randn(shape, generator=g) * p / shape[0]
+    return asrnn_grid_init(name, shape, p, g)
+
+
 def asrnn_eigenvalues(model):
     """(P, n, 2) numpy array: real and imaginary parts of each network's Jacobian eigenvalues (Eq. 3.4) at one
     random point: an input row of 28 pixels in [0, 1) and a hidden state in U(-1, 1), both drawn

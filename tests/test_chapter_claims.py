@@ -189,6 +189,24 @@ def test_errata_chapter3_code_variants_and_how_much_they_change_the_spectra():
     assert ev["smnist_loss_ratio"] == pytest.approx(100)
 
 
+def test_errata_asrnn_code_init_shrinks_the_recurrent_matrix_by_sqrt_n():
+    """The code's ASRNN init (W std sigma / n) against the text's (sigma / sqrt n), same draws:
+    the recurrent matrix's eigenvalue spread is sqrt(128) times smaller at every sigma, so the
+    code's largest sigma (16) stays below the text's sigma = 2, and lambda_max of the untrained
+    networks is smaller with the code's init at every sigma from 2 (the saved standard errors
+    beside it)."""
+    import numpy as np
+
+    ev = _load("00_errata")["chapter3"]["asrnn_init"]
+    assert ev["sigma"] == [1, 2, 4, 8, 16] and ev["hidden"] == 128
+    spread_text, spread_code = np.array(ev["eig_spread_text"]), np.array(ev["eig_spread_code"])
+    np.testing.assert_allclose(spread_text / spread_code, 128 ** 0.5, rtol=1e-6)
+    assert spread_code[-1] < spread_text[1]
+    lt, lc = np.array(ev["lambda_max_text"]), np.array(ev["lambda_max_code"])
+    se = np.hypot(ev["stderr_text"], ev["stderr_code"])
+    assert bool((lt[1:] - lc[1:] > 2 * se[1:]).all()), (lt, lc, se)
+
+
 def test_errata_pixel_flipping_r_values_come_from_another_trajectory_and_table_41_is_a_z_test():
     """Chapter 4's pixel-flipping code (00_errata, 8): along the code's reset-every-step trajectory
     with its sech Jacobian the first FTLE moves by many standard errors and the steps ranked

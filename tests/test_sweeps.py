@@ -193,6 +193,26 @@ def test_force_sweep_saves_each_g_whole_and_skips_finished_jobs(tmp_path, capsys
     assert files[0].stat().st_mtime_ns == before and len(list(tmp_path.glob("*/*/force.json"))) == 3
 
 
+def test_asrnn_code_init_scales_the_recurrent_weights_by_p_over_n_and_the_inputs_by_1_over_d():
+    """The authors' code's ASRNN init (erratum, notebook 00 section 7): recurrent standard deviation
+    p / n against the text's p / sqrt(n), input weights 1 / d against 1; the rest as the text's."""
+    import math
+
+    from lyabook.sweeps import asrnn_code_init, asrnn_grid_init
+
+    n, d, p = 128, 28, 8.0
+    code_w = asrnn_code_init("cell.weight_hh_l0", (n, n), p, torch.Generator().manual_seed(0))
+    text_w = asrnn_grid_init("cell.weight_hh_l0", (n, n), p, torch.Generator().manual_seed(0))
+    assert float(code_w.std()) == pytest.approx(p / n, rel=0.02)
+    assert float(text_w.std()) == pytest.approx(p / math.sqrt(n), rel=0.02)
+    torch.testing.assert_close(code_w * math.sqrt(n), text_w)  # same draws, scaled
+    code_v = asrnn_code_init("cell.weight_ih_l0", (n, d), p, torch.Generator().manual_seed(1))
+    assert float(code_v.std()) == pytest.approx(1 / d, rel=0.05)
+    for name, shape in (("cell.bias_l0", (n,)), ("readout.weight", (10, n))):
+        torch.testing.assert_close(asrnn_code_init(name, shape, p, torch.Generator().manual_seed(2)),
+                                   asrnn_grid_init(name, shape, p, torch.Generator().manual_seed(2)))
+
+
 def test_asrnn_grid_records_eigenvalues_and_its_shards_merge_into_the_unsharded_run(tmp_path, monkeypatch):
     """Figs. 3.2-3.4's grid: per-network eps, gamma, sigma and Adagrad learning rate; the
     eigenvalues recorded as an extra merge across shards like the spectra."""
