@@ -477,6 +477,26 @@ def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames(pan
     torch.testing.assert_close(l.cpu()[:, keep][:, :10], l0[:, keep][:, :10], atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("panel", _panels())
+def test_spectra_with_the_matrix_product_householder_equal_lapacks(panel, monkeypatch):
+    """A whole LSTM spectrum (full state, 32 dimensions, t_on = 1) computed with
+    `_householder_blocked` in the engine's place of LAPACK's QR equals LAPACK's to 1e-10, every
+    exponent, with either panel (the CPU runs the Triton kernel in Triton's interpreter). (At
+    t_on = 5 the engine warns that this network's trailing exponents are rounding, and there the
+    two QRs' roundings differ, as two LAPACK builds' would.)"""
+    from lyabook import lyapunov
+
+    torch.manual_seed(0)
+    cell = rnn.LSTM(3, 16).double().eval()
+    inputs = torch.randn(3, 30, 3, dtype=torch.float64)
+    ref = rnn.rnn_spectrum(cell, inputs, warmup=10)
+    monkeypatch.setitem(lyapunov.ORTHONORMALIZERS, "householder",
+                        lambda q: lyapunov._householder_blocked(q, base=8, q_block=16, panel=panel))
+    res = rnn.rnn_spectrum(cell, inputs, warmup=10)
+    torch.testing.assert_close(res.per_sample, ref.per_sample, atol=1e-10, rtol=0)
+    assert float(ref.exponents[-1]) < -6  # the frame spans about 6 decades per step: the test is not easy
+
+
 # ---- issue 13: input the engine used to take silently
 def test_an_empty_batch_is_an_error_not_nan_exponents():
     sys = tanh_rnn(n=3)
