@@ -375,8 +375,8 @@ def _cholesky_qr3(q: torch.Tensor):
 # (False: the result lost accuracy and the engine redoes the run with Householder).
 ORTHONORMALIZERS = {
     "householder": _householder,                 # LAPACK / cuSOLVER QR, one matrix at a time
-    "householder_blocked": _householder_blocked,  # the same arithmetic from batched products (GPUs)
-    "cholesky": _cholesky_qr3,                   # shifted CholeskyQR3: fastest, fails on singular frames
+    "householder_blocked": _householder_blocked,  # the same reflections from batched products and Triton panels (GPUs)
+    "cholesky": _cholesky_qr3,                   # shifted CholeskyQR3: matrix products, fails on singular frames
 }
 
 
@@ -384,8 +384,9 @@ def orthonormalize(q: torch.Tensor, method: str = "householder"):
     """Orthonormalize a batch of frames: ``q`` (B, d, k) -> (Q (B, d, k), log diag R (B, k)).
 
     ``Q R = q`` with diag(R) > 0. ``method`` names an entry of `ORTHONORMALIZERS`:
-    "householder" (LAPACK / cuSOLVER QR), "householder_blocked" (`_householder_blocked`) or
-    "cholesky" (shifted CholeskyQR3, see `_cholesky_qr3`; raises where it loses accuracy).
+    "householder" (LAPACK / cuSOLVER QR), "householder_blocked" (`_householder_blocked`: the same
+    reflections from batched matrix products, panels by `triton_qr` on CUDA; the engine's choice on
+    a GPU) or "cholesky" (shifted CholeskyQR3, see `_cholesky_qr3`; raises where it loses accuracy).
     """
     if method not in ORTHONORMALIZERS:
         raise ValueError(f"orthonormalize: method must be one of {list(ORTHONORMALIZERS)}, got {method!r}")
