@@ -5,6 +5,10 @@ own code path), then the epoch's spectra on a fifth of the sequence length (15 s
 steps: 20 warm-up, 20 measured) with each orthonormalizer and convention, and the full-state
 spectrum's first ``hidden`` exponents (k = hidden). Also where the blocked Householder's time goes
 at 250 x 1024. Writes $OUT/probe_charrnn.json; prints one line per measurement.
+
+    python tools/probe_charrnn.py charrnn-256 charrnn-512 [--householder-only]
+
+``--householder-only``: only the engine's default (Householder QR) for all exponents, no QR profile.
 """
 import json
 import os
@@ -30,6 +34,7 @@ def timed(fn):
     return r, time.perf_counter() - t0
 
 
+only_householder = "--householder-only" in sys.argv
 for job in sweeps.jobs("charrnn", "full", os.environ.get("LYABOOK_DATA_DIR"), dev):
     if job.name not in sys.argv[1:]:
         continue
@@ -43,8 +48,8 @@ for job in sweeps.jobs("charrnn", "full", os.environ.get("LYABOOK_DATA_DIR"), de
     x = kw["encode"](kw["spectrum_inputs"][:, :40].to(dev))
     h = pop.hidden_size if hasattr(pop, "hidden_size") else None
     for conv in ("h_block", "full"):
-        for method in ("cholesky", "householder"):
-            for k in ((None, h) if conv == "full" and h else (None,)):
+        for method in ("householder",) if only_householder else ("cholesky", "householder"):
+            for k in ((None, h) if conv == "full" and h and not only_householder else (None,)):
                 try:
                     spec, t = timed(lambda: population_exponents(sub, x, warmup=20, convention=conv, method=method, k=k))
                     key = f"{conv}_{method}_k{k or 'all'}"
@@ -57,6 +62,10 @@ for job in sweeps.jobs("charrnn", "full", os.environ.get("LYABOOK_DATA_DIR"), de
     del pop, sub, opt
     torch.cuda.empty_cache()
 
+os.makedirs(os.environ.get("OUT", "/tmp"), exist_ok=True)
+json.dump(out, open(os.path.join(os.environ.get("OUT", "/tmp"), "probe_charrnn.json"), "w"), indent=1)
+if only_householder:
+    sys.exit(0)
 # where the blocked Householder's time goes: 250 frames of 1024 x 1024
 q = torch.randn(250, 1024, 1024, dtype=torch.float64, device=dev)
 _, t_mm = timed(lambda: q @ q)
