@@ -10,7 +10,12 @@
 # checkpoint (about 4 GB with Adam's state) cannot come back. Times measured on an H200
 # (tools/probe_charrnn.py, 2026-11-27; an eighth of a job's networks, extrapolated): training
 # 48 s/epoch (256 units) and 98 s/epoch (512); spectra per spectrum epoch with Householder QR,
-# h-block + full state, 6.7 min (256) and 30 min (512).
+# h-block + full state, 6.7 min (256) and 30 min (512). With the recursive Householder and Triton
+# panels (d11d3cb; benchmarks/results/charrnn_512_probe.json, an H100, 2026-11-28): training
+# 114 s/epoch (512) and the full-state spectra 2.7x faster (about 8 min per spectrum epoch for
+# 300 networks); the h-block probe (23 s for an eighth at a fifth of the length) includes Triton's
+# first compilations, so its real cost is not yet known (at most 15 min per spectrum epoch).
+# charrnn-512 on 4 GPUs: about 15-19 min of one hold.
 set -uo pipefail
 WORK=${WORK:-/root/lyabook-charrnn}
 out=${OUT:-/tmp/gpu_charrnn_out}
