@@ -13,8 +13,9 @@
 # h-block + full state, 6.7 min (256) and 30 min (512). With the recursive Householder and Triton
 # panels (d11d3cb; benchmarks/results/charrnn_512_probe.json, an H100, 2026-11-28): training
 # 114 s/epoch (512) and the full-state spectra 2.7x faster (about 8 min per spectrum epoch for
-# 300 networks); the h-block probe (23 s for an eighth at a fifth of the length) includes Triton's
-# first compilations, so its real cost is not yet known (at most 15 min per spectrum epoch).
+# 300 networks); the h-block probe (23 s for an eighth at a fifth of the length) was the process's
+# first spectrum (compilation and start-up included), so its real cost is not yet known (at most
+# 15 min per spectrum epoch).
 # charrnn-512 on 4 GPUs: about 15-19 min of one hold.
 set -uo pipefail
 WORK=${WORK:-/root/lyabook-charrnn}
