@@ -32,14 +32,17 @@ __all__ = ["available", "panel"]
 
 
 def available(device) -> bool:
-    """Whether `panel` can run for tensors on ``device``: Triton is installed and the device is
-    CUDA (or Triton's interpreter is on, ``TRITON_INTERPRET=1``, for CPU tensors)."""
+    """Whether `panel` can run for tensors on ``device``: Triton is installed, ``LYABOOK_TRITON``
+    is not "0" (the way to keep the torch panel, e.g. to compare), and the device is a CUDA GPU of
+    compute capability 7.0 or later (Triton's minimum), or Triton's interpreter is on
+    (``TRITON_INTERPRET=1``) for CPU tensors."""
     import os
 
-    if triton is None:
+    if triton is None or os.environ.get("LYABOOK_TRITON") == "0":
         return False
-    if torch.device(device).type == "cuda":
-        return True
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (7, 0)
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 

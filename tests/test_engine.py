@@ -497,6 +497,21 @@ def test_spectra_with_the_matrix_product_householder_equal_lapacks(panel, monkey
     assert float(ref.exponents[-1]) < -6  # the frame spans about 6 decades per step: the test is not easy
 
 
+def test_triton_panel_can_be_switched_off_and_checks_its_output_buffer(monkeypatch):
+    """LYABOOK_TRITON=0 keeps the torch panel (available() is False everywhere); a V buffer of the
+    wrong shape is a ValueError naming it."""
+    from lyabook import triton_qr
+
+    monkeypatch.setenv("LYABOOK_TRITON", "0")
+    assert not triton_qr.available("cpu") and not triton_qr.available("cuda")
+    monkeypatch.delenv("LYABOOK_TRITON")
+    if triton_qr.triton is None or not triton_qr.available(_dev()):
+        pytest.skip("needs Triton")
+    A = torch.randn(2, 20, 20, dtype=torch.float64, device=_dev())
+    with pytest.raises(ValueError, match="out must have shape"):
+        triton_qr.panel(A, 0, 8, out=torch.empty(2, 20, 4, dtype=torch.float64, device=_dev()))
+
+
 # ---- issue 13: input the engine used to take silently
 def test_an_empty_batch_is_an_error_not_nan_exponents():
     sys = tanh_rnn(n=3)
