@@ -79,7 +79,7 @@ if triton is not None:
             P = tl.where(is_c, tl.where(rows == r, beta, col)[:, None], P)
             v_diag = tl.where(cols == c, alpha - beta, v_diag)
             tl.store(TAU + f * s_tb + c, tau)
-            tl.store(BETA + f * s_bb + r, beta, mask=r < n_end)
+            tl.store(BETA + f * s_bb + c, beta)
         diag = (j0 + cols)[None, :]  # each column's diagonal row
         v_tile = tl.where(rows[:, None] > diag, P, tl.where(rows[:, None] == diag, v_diag[None, :], 0.0))
         tl.store(V + f * s_vb + (rows - j0)[:, None] * s_vr + cols[None, :] * s_vc, v_tile, mask=live)
@@ -107,10 +107,10 @@ def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None, ou
     if V.shape != (B, m - j0, b):
         raise ValueError(f"panel: out must have shape {(B, m - j0, b)}, got {tuple(V.shape)}")
     tau = torch.empty(B, width, dtype=A.dtype, device=A.device)
-    beta = torch.zeros(B, n, dtype=A.dtype, device=A.device)
+    beta = torch.empty(B, width, dtype=A.dtype, device=A.device)
     block_m = max(16, triton.next_power_of_2(m - j0))  # one compiled kernel per power of two
     # the panel lives in registers: about 32 float64 per thread
     warps = num_warps or max(4, min(16, block_m * width // 1024))
     _panel_kernel[(B,)](A, V, tau, beta, m, j0 + b, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0), V.stride(1),
                         V.stride(2), tau.stride(0), beta.stride(0), BLOCK=width, BLOCK_M=block_m, num_warps=warps)
-    return V, tau[:, :b], beta[:, j0 : j0 + b]
+    return V, tau[:, :b], beta[:, :b]
