@@ -50,14 +50,6 @@ _CHECK_EVERY = 64
 # 3.3 ms against cuSOLVER's 19 ms), so the threshold only applies without Triton.
 _BLOCKED_QR_MIN_BATCH = 100
 
-
-def _triton_panel(device) -> bool:
-    """Whether `_householder_blocked` factors its panels with Triton on ``device`` (a CUDA device
-    with Triton installed)."""
-    from . import triton_qr
-
-    return torch.device(device).type == "cuda" and triton_qr.available(device)
-
 # Largest accepted max |Q^T Q - I| of a CholeskyQR3 frame (float64); CholeskyQR3 reaches
 # ~1e-15 wherever it works, and a frame off by 1e-10 changes exponents by ~1e-10 per step.
 _ORTHO_TOL = 1e-10
@@ -255,6 +247,14 @@ def _apply_wy(C: torch.Tensor, V: torch.Tensor, T: torch.Tensor, transpose: bool
     W = V.mT @ C
     W = (T.mT if transpose else T) @ W
     C.baddbmm_(V, W, alpha=-1.0)
+
+
+def _triton_panel(device) -> bool:
+    """Whether `_householder_blocked` factors its panels with Triton on ``device`` (a CUDA device
+    with Triton installed)."""
+    from . import triton_qr
+
+    return torch.device(device).type == "cuda" and triton_qr.available(device)
 
 
 def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, panel=None):

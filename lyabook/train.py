@@ -279,7 +279,8 @@ def _key_suffix(convention: str) -> str:
 
 def _householder_ran(methods) -> bool:
     """Whether a spectrum's orthonormalizers (names of `lyapunov.ORTHONORMALIZERS`) include a
-    Householder one: CholeskyQR3 broke down, and later epochs go straight to Householder."""
+    Householder one (chosen from the start, as "auto" does on a GPU with Triton, or after
+    CholeskyQR3 broke down): later epochs then go straight to Householder."""
     return any(m.startswith("householder") for m in methods)
 
 
