@@ -318,6 +318,9 @@ def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, pa
         return T
 
     T = factor(0, n)
+    del factor  # it calls itself through its closure: a reference cycle that would hold A, V and the T
+    # blocks (about 8 frames' worth) until Python's cycle collector ran; on a GPU that memory piled up
+    # call after call (a 512-unit LSTM population's spectra ran out of 140 GiB: tools/probe_spectrum_memory.py)
     if T is not None:
         blocks.append((0, n, T))
     # Q = H_1 ... H_n [I; 0] S, S = diag(sign R_jj) making diag R > 0: start from [S; 0] (S commutes
