@@ -15,6 +15,7 @@ training P networks together equals training each alone. For example::
 """
 from __future__ import annotations
 
+import gc
 import math
 import numbers
 import operator
@@ -536,7 +537,8 @@ def population_exponents(pop: Population, inputs: torch.Tensor, *, warmup: int =
         with torch.no_grad():
             for a, b in _runs(keep, networks_per_call):
                 compute(a, b)
-                if dev.type == "cuda":  # hand the finished part's CUDA-graph memory pool back before the next part
+                if dev.type == "cuda":  # hand the finished part's memory back before the next part, including
+                    gc.collect()  # any held in a reference cycle (the QR's workspace once was: 16 GiB per part)
                     torch.cuda.empty_cache()
     finally:
         pop.train(was)
