@@ -7,16 +7,12 @@
 #   bash tools/gpu_charrnn.sh wait S   wait up to S seconds for the launch to end, then pack the
 #         records (never the checkpoints) into $OUT/09_runs.tar.gz and print each shard's progress
 # Each job's training must finish on the machine that started it: a 512-unit population's
-# checkpoint (about 4 GB with Adam's state) cannot come back. Times measured on an H200
-# (tools/probe_charrnn.py, 2026-11-27; an eighth of a job's networks, extrapolated): training
-# 48 s/epoch (256 units) and 98 s/epoch (512); spectra per spectrum epoch with Householder QR,
-# h-block + full state, 6.7 min (256) and 30 min (512). With the recursive Householder and Triton
-# panels (d11d3cb; benchmarks/results/charrnn_512_probe.json, an H100, 2026-11-28): training
-# 114 s/epoch (512) and the full-state spectra 2.7x faster (about 8 min per spectrum epoch for
-# 300 networks); the h-block probe (23 s for an eighth at a fifth of the length) was the process's
-# first spectrum (compilation and start-up included), so its real cost is not yet known (at most
-# 15 min per spectrum epoch).
-# charrnn-512 on 4 GPUs: about 15-19 min of one hold.
+# checkpoint (about 4 GB with Adam's state) cannot come back. Measured: 64-256 units, 1,162 s on
+# 4 x H200 (2026-11-27); charrnn-512, 613 s on 4 x H200 (2026-11-28, recursive Householder with
+# Triton panels): per shard of 75 networks 20.6 s per training epoch, full-state spectra 56 s and
+# h-block spectra 18 s per spectrum epoch (epochs 6 and 15). Its first attempt ran out of memory
+# at epoch 15's spectra: the QR's workspace waited for the cycle collector (fixed in f1b7964; the
+# run that landed had a work-around, branch charrnn-512-run-code; tools/probe_spectrum_memory.py).
 set -uo pipefail
 WORK=${WORK:-/root/lyabook-charrnn}
 out=${OUT:-/tmp/gpu_charrnn_out}
