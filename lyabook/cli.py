@@ -588,7 +588,7 @@ def main(argv=None) -> int:
     x.add_argument("--out", default="out/exec")
     x.add_argument("--set", nargs="+", action="extend", metavar="NAME=VALUE", default=None)
     w = sub.add_parser("sweep", help="train a named population sweep, or one shard of it (lyabook.sweeps)")
-    w.add_argument("name", help="smnist, smnist-permuted, charrnn, force or asrnn (lyabook.sweeps)")
+    w.add_argument("name", help="smnist, smnist-permuted, charrnn, force, asrnn or evolution (lyabook.sweeps)")
     w.add_argument("--shard", default="0/1", help="i/n: run shard i of n (default 0/1, the whole sweep)")
     w.add_argument("--out", default="out/sweeps", help="folder for the records")
     w.add_argument("--profile", default="full", choices=(*PROFILES, "reduced"),
@@ -631,7 +631,7 @@ def main(argv=None) -> int:
                                     args.data_dir, progress=not args.quiet, epochs=args.epochs, only=only)
             for job, recs in done.items():
                 what = f"epochs 0-{len(recs) - 1}" if recs and "epoch" in recs[0] else "results"
-                print(f"{job}: {what} recorded in {Path(args.out) / job}")
+                print(f"{job}: {what} recorded under {args.out}")
             return 0
         return build(args.executed, args.out)
     except (ValueError, RuntimeError, FileNotFoundError) as e:  # bad input, a stale run, missing data: one line

@@ -39,6 +39,12 @@ Sweeps:
   eigenvalues of the Jacobian (Eq. 3.4) at a random input row and hidden state per network.
   Row-wise, not pixel-wise: the text does not say, and 50,000 pixel-wise iterations of 315
   networks would take about an hour of one GPU.
+* ``evolution``: notebook 03's two populations (`lyabook.evolution`: Fig. 2.6's CharRNN LSTMs
+  and the learning-rate/dropout sweep in one population of 512-unit LSTMs on every batch of War
+  and Peace, and the CMU mocap LSTMs), spectra after every epoch, under notebook 03's own
+  profiles; the records go where the notebook reads them (``--out
+  notebooks/results/03_training_evolution_runs``), so ``lyabook launch evolution`` trains the
+  chapter's populations sharded over GPUs and the notebook then renders from their records.
 * ``force``: task A: 120 FORCE-trained rank-1 networks of 512 units for each g in 1.1, 1.2,
   ..., 2.0 (`lyabook.force`; the text's grid, without the authors' duplicated g = 1.1), 15
   epochs, validation MAE after each; spectra (per unit time, with the correct closed-loop
@@ -100,6 +106,10 @@ class Job:
     n_networks: int
     build: callable = field(repr=False, default=None)
     run: callable = field(repr=False, default=None)
+    folder: str | None = None  # its records' folder under the sweep's out_dir (default: its name)
+
+    def out(self, out_dir) -> Path:
+        return Path(out_dir) / (self.name if self.folder is None else self.folder)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -363,12 +373,41 @@ def _charrnn_jobs(profile_name: str, data_dir, device, seed: int = 0, allow_fall
     return out
 
 
+EVOLUTION_PROFILES = ("full", "smoke")  # notebook 03's profiles (notebooks/profiles/<profile>/03_training_evolution.yaml)
+
+
+def _evolution_jobs(profile_name: str, data_dir, device, allow_fallback: bool = False) -> list[Job]:
+    """Notebook 03's two populations (`lyabook.evolution`) under that notebook's profile, records
+    in the sweep's out_dir itself (as the notebook keeps them: give it
+    ``<results>/03_training_evolution_runs``). Without the mocap recordings and with
+    ``allow_fallback`` (smoke runs), only the CharRNN job."""
+    from . import data, evolution
+    from .cli import load_profile
+
+    params = {k: v for k, v in load_profile("03_training_evolution", profile_name).items() if k in evolution.DEFAULTS}
+    p = {**evolution.DEFAULTS, **params}
+
+    def build(which):
+        pops = evolution.populations(params, data_dir=data_dir, device=device, allow_fallback=allow_fallback,
+                                     verbose=False)
+        return {name: (model, tr, va, kw) for name, model, tr, va, kw in pops.runs()}[which]
+
+    out = [Job("charrnn", len(p["fig26_p"]) + p["sweep_networks"], lambda: build("charrnn"), folder="")]
+    if allow_fallback:
+        try:
+            data.load_cmu_mocap(data_dir)
+        except data.DataError:
+            return out
+    return out + [Job("mocap", p["mocap_networks"], lambda: build("mocap"), folder="")]
+
+
 SWEEPS = {
     "smnist": lambda profile, data_dir, device, **kw: _smnist_jobs(profile, data_dir, device, "row", **kw),
     "smnist-permuted": lambda profile, data_dir, device, **kw: _smnist_jobs(profile, data_dir, device, "permuted", **kw),
     "charrnn": _charrnn_jobs,
     "force": _force_jobs,
     "asrnn": _asrnn_jobs,
+    "evolution": _evolution_jobs,
 }
 
 
@@ -383,11 +422,11 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
     short for all of it)."""
     if not isinstance(name, str) or name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; sweeps: {', '.join(SWEEPS)}")
-    known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES}.get(name, PROFILES)
+    known = {"asrnn": ASRNN_PROFILES, "force": FORCE_PROFILES, "evolution": EVOLUTION_PROFILES}.get(name, PROFILES)
     if not isinstance(profile, str) or profile not in known:
         raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
     if allow_fallback and name == "force":
-        raise ValueError("allow_fallback is for the sweeps that read data (smnist, smnist-permuted, asrnn, charrnn), "
+        raise ValueError("allow_fallback is for the sweeps that read data (smnist, smnist-permuted, asrnn, charrnn, evolution), "
                          "not 'force'")
     out = SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
     if only is None:
@@ -454,18 +493,18 @@ def run_shard(name: str, out_dir, shard=(0, 1), profile: str = "full", device: s
         if job.build is None:
             continue
         pop, train, valid, kwargs = job.build()
-        check_run(pop, train, valid, out_dir=Path(out_dir) / job.name, shard=part,
+        check_run(pop, train, valid, out_dir=job.out(out_dir), shard=part,
                   **{**kwargs, "epochs": epochs if epochs is not None else kwargs["epochs"]})
         del pop
     done = {}
     for job, part in units:
         if job.build is None:  # trained whole by its own runner
-            done[job.name] = job.run(Path(out_dir) / job.name, progress, epochs)
+            done[job.name] = job.run(job.out(out_dir), progress, epochs)
             continue
         pop, train, valid, kwargs = job.build()
         if epochs is not None:
             kwargs["epochs"] = epochs
-        done[job.name] = train_population(pop, train, valid, out_dir=Path(out_dir) / job.name, shard=part,
+        done[job.name] = train_population(pop, train, valid, out_dir=job.out(out_dir), shard=part,
                                           progress=progress, **kwargs)
     return done
 

@@ -236,3 +236,65 @@ def test_asrnn_grid_records_eigenvalues_and_its_shards_merge_into_the_unsharded_
     assert np.array_equal(whole["exponents"], merged["exponents"])
     epoch0 = load_results(next((tmp_path / "whole").glob("asrnn-grid/*/epoch_000.json")))["results"]
     assert "exponents" not in epoch0 and "eigenvalues" not in epoch0  # only the last epoch's
+
+
+def _fake_chapter2_data(monkeypatch):
+    """Python's bundled text for War and Peace and four random 6-feature recordings for CMU mocap."""
+    import numpy as np
+
+    from lyabook import data
+
+    g = np.random.default_rng(0)
+    mocap = {s: [g.standard_normal((120, 6)).astype(np.float32) for _ in range(2)] for s in ("train", "test")}
+    monkeypatch.setattr(data, "load_war_and_peace", lambda root=None, download=True: data.fallback_text())
+    monkeypatch.setattr(data, "load_cmu_mocap", lambda root=None, download=True: mocap)
+
+
+def test_evolution_sweep_trains_notebook_03s_populations_where_the_notebook_finds_them(tmp_path, monkeypatch):
+    """`lyabook sweep evolution` in 4 shards (each population split in two) leaves, after the merge,
+    the records notebook 03 reads: `lyabook.evolution.populations` built as the notebook builds
+    them finds every epoch in the same folder (`check_run`), and the records equal one unsharded
+    run's."""
+    from lyabook import evolution
+    from lyabook.train import check_run
+
+    _fake_chapter2_data(monkeypatch)
+    args = ["--profile", "smoke", "--device", "cpu", "--quiet"]
+    for i in (1, 3, 0, 2):
+        assert cli.main(["sweep", "evolution", "--shard", f"{i}/4", "--out", str(tmp_path / "sharded"), *args]) == 0
+    assert cli.main(["sweep", "evolution", "--out", str(tmp_path / "whole"), *args]) == 0
+    params = {k: v for k, v in cli.load_profile("03_training_evolution", "smoke").items() if k in evolution.DEFAULTS}
+    pops = evolution.populations(params, verbose=False)
+    assert [name for name, *_ in pops.runs()] == ["charrnn", "mocap"]
+    for name, model, tr, va, kw in pops.runs():  # every epoch found: nothing left to train
+        for out in ("sharded", "whole"):
+            assert check_run(model, tr, va, out_dir=tmp_path / out, **kw) == kw["epochs"] + 1, (name, out)
+
+    def records(root):
+        return {(f.parent.name, f.name): json.loads(f.read_text())["results"]["valid_loss"]
+                for f in sorted(root.glob("*/epoch_*.json"))}
+
+    whole, sharded = records(tmp_path / "whole"), records(tmp_path / "sharded")
+    assert len(whole) == max(params["fig26_epochs"], params["sweep_epochs"]) + 1 + params["mocap_epochs"] + 1
+    assert whole == sharded
+
+
+def test_notebook_03_parameters_default_to_lyabook_evolution_defaults():
+    """The populations' defaults live in `lyabook.evolution.DEFAULTS`; notebook 03's parameters
+    cell (what papermill reads) must say the same."""
+    import ast
+
+    from lyabook import evolution
+
+    nb = json.loads((cli.NOTEBOOKS / "03_training_evolution.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    values = {t.targets[0].id: ast.literal_eval(t.value) for t in ast.parse("".join(cell["source"])).body
+              if isinstance(t, ast.Assign)}
+    assert {k: values[k] for k in evolution.DEFAULTS} == evolution.DEFAULTS
+
+
+def test_evolution_populations_name_unknown_parameters():
+    from lyabook import evolution
+
+    with pytest.raises(ValueError, match="unknown parameter.*sweep_nets"):
+        evolution.populations({"sweep_nets": 3})

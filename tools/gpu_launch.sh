@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The charrnn sweep (notebook 09) on one GPU machine, detached (setsid) so that it outlives the
+# A sweep (`lyabook launch`) on one GPU machine, detached (setsid) so that it outlives the
 # 10-minute device command:
-#   JOBS=charrnn-64,charrnn-128 bash tools/gpu_charrnn.sh start   copy the tree to $WORK and launch
-#         jobs x GPUs shards: each job split in one part per GPU, so that every GPU gets one part of
-#         every job (lyabook.sweeps.plan: shard i is part i mod GPUs); returns at once
-#   bash tools/gpu_charrnn.sh wait S   wait up to S seconds for the launch to end, then pack the
-#         records (never the checkpoints) into $OUT/09_runs.tar.gz and print each shard's progress
+#   SWEEP=charrnn JOBS=charrnn-64,charrnn-128 bash tools/gpu_launch.sh start   copy the tree to
+#         $WORK and launch jobs x GPUs shards: each job split in one part per GPU, so that every
+#         GPU gets one part of every job (lyabook.sweeps.plan: shard i is part i mod GPUs);
+#         returns at once. SWEEP=evolution (notebook 03's two populations, JOBS=charrnn,mocap)
+#         writes where notebook 03 reads (notebooks/results/03_training_evolution_runs).
+#   bash tools/gpu_launch.sh wait S   wait up to S seconds for the launch to end, then pack the
+#         records (never the checkpoints) into $OUT/<sweep>_runs.tar.gz and print each shard's progress
 # Each job's training must finish on the machine that started it: a 512-unit population's
 # checkpoint (about 4 GB with Adam's state) cannot come back. Measured: 64-256 units, 1,162 s on
 # 4 x H200 (2026-11-27); charrnn-512, 613 s on 4 x H200 (2026-11-28, recursive Householder with
@@ -14,14 +16,20 @@
 # at epoch 15's spectra: the QR's workspace waited for the cycle collector (fixed in f1b7964; the
 # run that landed had a work-around, branch charrnn-512-run-code; tools/probe_spectrum_memory.py).
 set -uo pipefail
-WORK=${WORK:-/root/lyabook-charrnn}
-out=${OUT:-/tmp/gpu_charrnn_out}
-runs=notebooks/results/09_aelle_charrnn_runs
-mode=${1:?usage: gpu_charrnn.sh start | wait SECONDS}
+WORK=${WORK:-/root/lyabook-launch}
+out=${OUT:-/tmp/gpu_launch_out}
+sweep=${SWEEP:-charrnn}
+[ "${1:-}" = wait ] && [ -f "$WORK/log/sweep" ] && sweep=$(cat "$WORK/log/sweep")  # what start launched
+case $sweep in
+    charrnn) runs=notebooks/results/09_aelle_charrnn_runs ;;
+    evolution) runs=notebooks/results/03_training_evolution_runs; JOBS=${JOBS:-charrnn,mocap} ;;
+    *) echo "SWEEP must be charrnn or evolution, got $sweep"; exit 2 ;;
+esac
+mode=${1:?usage: gpu_launch.sh start | wait SECONDS}
 
 if [ "$mode" = start ]; then
     if [ -d "$WORK/log" ]; then echo "already started in $WORK"; exit 0; fi
-    mkdir -p "$WORK" && cp -a . "$WORK/" && mkdir -p "$WORK/log"
+    mkdir -p "$WORK" && cp -a . "$WORK/" && mkdir -p "$WORK/log" && echo "$sweep" > "$WORK/log/sweep"
     n=$(nvidia-smi -L | wc -l)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     cd "$WORK"
@@ -29,24 +37,24 @@ if [ "$mode" = start ]; then
     njobs=$(echo "${JOBS:?JOBS=comma-separated job names}" | tr ',' '\n' | grep -c .)
     shards=$(( njobs * n ))
     setsid bash -c "t0=\$(date +%s); echo start \$t0 > log/time
-        ${PY:-python3} -m lyabook launch charrnn --gpus $shards --jobs $JOBS \
+        ${PY:-python3} -m lyabook launch $sweep --gpus $shards --jobs $JOBS \
             --out $runs > log/launch.log 2>&1; echo \$? > log/rc; echo end \$(date +%s) elapsed \$(( \$(date +%s) - t0 )) s >> log/time" \
         < /dev/null > /dev/null 2>&1 &
-    sleep 5; echo "launched $shards shards of $JOBS on $n GPUs"
+    sleep 5; echo "launched $shards shards of $sweep ($JOBS) on $n GPUs"
     exit 0
 fi
 
-limit=${2:?usage: gpu_charrnn.sh wait SECONDS}
+limit=${2:?usage: gpu_launch.sh wait SECONDS}
 t0=$(date +%s)
 while [ $(( $(date +%s) - t0 )) -lt "$limit" ] && [ ! -f "$WORK/log/rc" ]; do sleep 10; done
 cd "$WORK" && mkdir -p "$out"
 echo "== after $(( $(date +%s) - t0 )) s of waiting: $(cat log/time | tr '\n' ' ') rc=$(cat log/rc 2>/dev/null || echo running)"
-for d in $runs/*/*/; do  # job/hash/[shard-i-of-n/]
+for d in $runs/*/ $runs/*/*/; do  # [job/]hash/[shard-i-of-n/]
     for s in "$d" "$d"shard-*/; do
         [ -d "$s" ] && echo "$s: $(ls "$s" 2>/dev/null | grep -c 'epoch_.*json') epochs recorded"
     done
 done | sort | uniq
 grep -v Warning log/launch.log | tail -5
 nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
-tar -czf "$out/09_runs.tar.gz" --exclude=state.pt --exclude='*.tmp' --exclude='*.tmp.npz' $runs log
+tar -czf "$out/${sweep}_runs.tar.gz" --exclude=state.pt --exclude='*.tmp' --exclude='*.tmp.npz' $runs log
 ls -la "$out"
