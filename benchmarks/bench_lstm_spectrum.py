@@ -107,6 +107,7 @@ def main():
     p.add_argument("--repeats", type=int, default=None, help="best of N for the fast paths (default 1 CPU, 3 CUDA)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)  # before the minutes of timing, not after them
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available")
     device = torch.device(args.device)

@@ -62,6 +62,8 @@ def _time(call, reps):
 
 
 def main(quick=False, out_dir=Path(__file__).parent / "results"):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # before the minutes of timing, not after them
     dev = torch.device("cuda")
     rows = []
     for frames, n in SHAPES[:1] if quick else SHAPES:

@@ -1,5 +1,6 @@
 """Where does population_exponents' GPU memory go? Prints memory after every engine call, twice
-over, then what gc.collect frees. Usage: python tools/probe_spectrum_memory.py [networks] (on a GPU).
+over, then what gc.collect frees. Usage: python tools/probe_spectrum_memory.py [networks] (on a GPU);
+``--gc``: what Python's cycle collector finds after one `_householder_blocked` call on the GPU.
 
 Made for the charrnn-512 population, which ran out of memory (140 GiB, an H200) at its second
 spectrum epoch, 2026-11-28. It showed (75 networks of 512 units, 15 sequences): about 16 GiB still
@@ -14,6 +15,22 @@ import lyabook.population as P
 from lyabook.train import PopulationLSTM
 
 dev = torch.device("cuda")
+if sys.argv[1:2] == ["--gc"]:  # what the cycle collector finds after one QR on the GPU, per panel
+    from collections import Counter
+
+    from lyabook import lyapunov, triton_qr
+
+    X = torch.randn(3, 40, 40, dtype=torch.float64, device=dev)
+    for name, panel in (("torch", lyapunov._panel_torch), ("triton", triton_qr.panel)):
+        lyapunov._householder_blocked(X, base=8, q_block=16, panel=panel)
+        gc.collect(); gc.disable(); gc.set_debug(gc.DEBUG_SAVEALL)
+        lyapunov._householder_blocked(X, base=8, q_block=16, panel=panel)
+        gc.collect()
+        print(name, "panel:", Counter(type(o).__name__ for o in gc.garbage).most_common(8))
+        print("  tensors:", [(tuple(o.shape), o.device.type) for o in gc.garbage if torch.is_tensor(o)][:12])
+        print("  functions:", [getattr(o, "__qualname__", "?") for o in gc.garbage if callable(o)][:12])
+        gc.set_debug(0); gc.garbage.clear(); gc.enable()
+    sys.exit(0)
 nets, hidden, V = int(sys.argv[1]) if len(sys.argv) > 1 else 75, 512, 82
 GiB = 2 ** 30
 orig = P.lyapunov_spectrum
