@@ -426,8 +426,8 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
     if not isinstance(profile, str) or profile not in known:
         raise ValueError(f"profile must be one of {list(known)} for sweep {name!r}, got {profile!r}")
     if allow_fallback and name == "force":
-        raise ValueError("allow_fallback is for the sweeps that read data (smnist, smnist-permuted, asrnn, charrnn, evolution), "
-                         "not 'force'")
+        raise ValueError("allow_fallback is for the sweeps that read data (smnist, smnist-permuted, asrnn, charrnn, "
+                         "evolution), not 'force'")
     out = SWEEPS[name](profile, data_dir, device, **({"allow_fallback": True} if allow_fallback else {}))
     if only is None:
         return out
