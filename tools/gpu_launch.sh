@@ -6,6 +6,10 @@
 #         GPU gets one part of every job (lyabook.sweeps.plan: shard i is part i mod GPUs);
 #         returns at once. SWEEP=evolution (notebook 03's two populations, JOBS=charrnn,mocap)
 #         writes where notebook 03 reads (notebooks/results/03_training_evolution_runs).
+#   SWEEP=evolution SHARDS="charrnn:0/6 mocap:0/2" ... start   only those shards (`lyabook sweep
+#         --jobs J --shard i/n`), shard k on GPU k mod GPUs: a population too large for one session
+#         trained in parts over sessions (the parts merge when the last one finishes beside the
+#         others' committed records)
 #   bash tools/gpu_launch.sh wait S   wait up to S seconds for the launch to end, then pack the
 #         records (never the checkpoints) into $OUT/<sweep>_runs.tar.gz and print each shard's progress
 # Each job's training must finish on the machine that started it: a 512-unit population's
@@ -34,13 +38,25 @@ if [ "$mode" = start ]; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     cd "$WORK"
     export LYABOOK_DATA_DIR=$WORK/.carry/data PYTHONUNBUFFERED=1 PYTHONPATH=$WORK
-    njobs=$(echo "${JOBS:?JOBS=comma-separated job names}" | tr ',' '\n' | grep -c .)
-    shards=$(( njobs * n ))
+    if [ -n "${SHARDS:-}" ]; then  # chosen shards: "job:i/n ..." (the rest in another session), GPU k mod n
+        cmd="" k=0
+        for s in $SHARDS; do
+            cmd="$cmd CUDA_VISIBLE_DEVICES=$(( k % n )) OMP_NUM_THREADS=4 ${PY:-python3} -m lyabook sweep $sweep \
+                --jobs ${s%%:*} --shard ${s#*:} --out $runs --profile full --device cuda --quiet \
+                > log/shard-$k.log 2>&1 & pids=\"\$pids \$!\";"
+            k=$(( k + 1 ))
+        done
+        cmd="$cmd rc=0; for p in \$pids; do wait \$p || rc=\$?; done; exit \$rc"
+        what="shards $SHARDS"
+    else
+        njobs=$(echo "${JOBS:?JOBS=comma-separated job names}" | tr ',' '\n' | grep -c .)
+        cmd="${PY:-python3} -m lyabook launch $sweep --gpus $(( njobs * n )) --jobs $JOBS --out $runs"
+        what="$(( njobs * n )) shards ($JOBS)"
+    fi
     setsid bash -c "t0=\$(date +%s); echo start \$t0 > log/time
-        ${PY:-python3} -m lyabook launch $sweep --gpus $shards --jobs $JOBS \
-            --out $runs > log/launch.log 2>&1; echo \$? > log/rc; echo end \$(date +%s) elapsed \$(( \$(date +%s) - t0 )) s >> log/time" \
+        ( $cmd ) > log/launch.log 2>&1; echo \$? > log/rc; echo end \$(date +%s) elapsed \$(( \$(date +%s) - t0 )) s >> log/time" \
         < /dev/null > /dev/null 2>&1 &
-    sleep 5; echo "launched $shards shards of $sweep ($JOBS) on $n GPUs"
+    sleep 5; echo "launched $what of $sweep on $n GPUs"
     exit 0
 fi
 
@@ -54,7 +70,7 @@ for d in $runs/*/ $runs/*/*/; do  # [job/]hash/[shard-i-of-n/]
         [ -d "$s" ] && echo "$s: $(ls "$s" 2>/dev/null | grep -c 'epoch_.*json') epochs recorded"
     done
 done | sort | uniq
-grep -v Warning log/launch.log | tail -5
+for f in log/*.log; do echo "-- $f"; grep -v Warning "$f" | tail -3; done
 nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
 tar -czf "$out/${sweep}_runs.tar.gz" --exclude=state.pt --exclude='*.tmp' --exclude='*.tmp.npz' $runs log
 ls -la "$out"
