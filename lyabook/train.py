@@ -471,6 +471,24 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
 
 
 # ------------------------------------------------------------------ the loop
+def _check_shards_may_extend(run_dir: Path, n_shards: int, epochs: int) -> None:
+    """Before a shard trains: the population's merged records, if they stop short of ``epochs``,
+    must have been merged from ``n_shards`` shards, or the merge would append this training's
+    epochs to another run's (a run's records reproduce its training, but not the exact rounding
+    of spectra made by other code, and their provenance would lie). A one-line error says what to do."""
+    from .results import load_results
+
+    n = len(RunRecords(run_dir).epochs(epochs))
+    if n == 0 or n > epochs:
+        return
+    made = load_results(run_dir / "epoch_000.json", arrays=False)["provenance"].get("shards")
+    if not isinstance(made, list) or len(made) != n_shards:
+        how = "unsharded" if not isinstance(made, list) else f"from {len(made)} shards"
+        raise RuntimeError(f"{run_dir}: its records of epochs 0-{n - 1} were made {how}, and {n_shards} shards would "
+                           f"append epochs {n}-{epochs} to them; continue that run as it was made, or delete "
+                           f"{run_dir}/epoch_* to train every epoch in {n_shards} shards")
+
+
 def _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after, spectrum_inputs,
                 spectrum_warmup, spectrum_conventions, shard, encode=None):
     """(run_settings, hash, the population's folder, the RunRecords this call writes)."""
@@ -532,6 +550,8 @@ def check_run(model: Population, train_batches, valid_batches, *, epochs: int, c
     *_, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after,
                               spectrum_inputs, spectrum_warmup, spectrum_conventions, shard, encode)
     n = len(records.epochs(epochs))
+    if shard is not None:
+        _check_shards_may_extend(records.dir.parent, shard[1], epochs)
     records.check_resumable(n, epochs)
     return n
 
@@ -642,6 +662,8 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         if shard is not None:
             merge_shards(run_dir, shard[1], epochs)
         return done
+    if shard is not None:
+        _check_shards_may_extend(run_dir, shard[1], epochs)
     records.check_resumable(len(done), epochs)  # before any long work
     dev = model.weight_out.device
     opt = optimizer(model.parameters(), lr=lrs)

@@ -306,6 +306,30 @@ def test_shards_merge_into_exactly_the_unsharded_run(tmp_path, per_network):
             assert (a[key] == b[key]).all(), key
 
 
+def test_shards_do_not_extend_records_that_another_run_made(tmp_path):
+    """An unsharded run's records (epochs 0-1 of 3) and shards started after it: each shard
+    refuses before training, naming the folder (the merge once kept the old run's epochs and
+    appended the shards' after them); with those records deleted the shards train and merge;
+    once the run is complete, shards are no-ops."""
+    from lyabook.train import check_run, train_population
+
+    model, batches, onehot = _tiny_task()
+    kw = dict(lr=[0.01, 0.05], config={"task": "tiny-extend"}, encode=onehot, out_dir=tmp_path, progress=False)
+    train_population(model, batches[:2], batches[2:], epochs=1, **kw)
+    run = next(tmp_path.iterdir())
+    for call in (check_run, train_population):
+        with pytest.raises(RuntimeError, match=r"epochs 0-1 were made unsharded, and 2 shards would append epochs 2-3"):
+            call(_tiny_task()[0], batches[:2], batches[2:], epochs=3, shard=(0, 2), **kw)
+    assert not (run / "shard-0-of-2").exists()  # refused before any work
+    for f in run.glob("epoch_*"):
+        f.unlink()
+    for i in (0, 1):
+        train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=3, shard=(i, 2), **kw)
+    assert len(list(run.glob("epoch_*.json"))) == 4
+    assert check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=3, shard=(0, 2), **kw) == 4
+    assert check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=3, shard=(0, 3), **kw) == 0  # complete: no-op
+
+
 def test_check_run_says_before_any_work_that_a_run_cannot_continue(tmp_path):
     """A caller with several populations checks them all first: records without their checkpoint
     (a fresh clone) are one clear error before the first population trains."""
