@@ -19,6 +19,10 @@
 # h-block spectra 18 s per spectrum epoch (epochs 6 and 15). Its first attempt ran out of memory
 # at epoch 15's spectra: the QR's workspace waited for the cycle collector (fixed in f1b7964; the
 # run that landed had a work-around, branch charrnn-512-run-code; tools/probe_spectrum_memory.py).
+# Notebook 03 (SWEEP=evolution SHARDS="charrnn:0/6 charrnn:1/6 mocap:0/2 mocap:1/2"): 970 s on
+# 2 x H200 (2026-11-28); a CharRNN part of 11 networks alone on its GPU: 13.2 s of training and
+# 5.8 s of spectra per epoch, 40 epochs. The tree must fit the device's 64 MiB with the data:
+# bash tools/device_tree.sh slim first.
 set -uo pipefail
 WORK=${WORK:-/root/lyabook-launch}
 out=${OUT:-/tmp/gpu_launch_out}
