@@ -490,8 +490,15 @@ def test_spectra_with_the_matrix_product_householder_equal_lapacks(panel, monkey
     cell = rnn.LSTM(3, 16).double().eval()
     inputs = torch.randn(3, 30, 3, dtype=torch.float64)
     ref = rnn.rnn_spectrum(cell, inputs, warmup=10)
-    monkeypatch.setitem(lyapunov.ORTHONORMALIZERS, "householder",
-                        lambda q: lyapunov._householder_blocked(q, base=8, q_block=16, panel=panel))
+    # Triton's compiled kernels take GPU tensors (its interpreter runs only where there is no GPU):
+    # there the frames go to the GPU for the QR and back
+    dev = _dev() if panel is not lyapunov._panel_torch else "cpu"
+
+    def qr(q):
+        return tuple(t if t is None else t.to(q.device)
+                     for t in lyapunov._householder_blocked(q.to(dev), base=8, q_block=16, panel=panel))
+
+    monkeypatch.setitem(lyapunov.ORTHONORMALIZERS, "householder", qr)
     res = rnn.rnn_spectrum(cell, inputs, warmup=10)
     torch.testing.assert_close(res.per_sample, ref.per_sample, atol=1e-10, rtol=0)
     assert float(ref.exponents[-1]) < -6  # the frame spans about 6 decades per step: the test is not easy
