@@ -201,16 +201,17 @@ def _householder(q: torch.Tensor):
     return Q * sign.unsqueeze(-2), torch.log(d.abs()), None
 
 
-def _panel_torch(A: torch.Tensor, j0: int, block: int, out: torch.Tensor | None = None):
+def _panel_torch(A: torch.Tensor, j0: int, block: int, out=None):
     """Householder-factor columns j0 .. j0 + block - 1 of every frame of ``A`` (B, m, n) in place,
     below row j0, one column at a time with batched torch operations. Returns (V (B, m - j0,
-    b), tau (B, b), beta (B, b)): reflectors ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its
-    diagonal row) and R's diagonal entries before the sign fix; ``out``: a (B, m - j0, b) view
-    to write V into. `triton_qr.panel` is the same arithmetic fused into one kernel."""
+    b), T (B, b, b), beta (B, b)): reflectors ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its
+    diagonal row) in compact WY form ``H_1 ... H_b = I - V T V^T`` and R's diagonal entries
+    before the sign fix; ``out``: (V, T, beta) views of those shapes to write into.
+    `triton_qr.panel` is the same arithmetic fused into one kernel."""
     B, m, n = A.shape
     b = min(block, n - j0)
     P = A[:, j0:, j0 : j0 + b]  # view: the panel, rows j0.. (updated in place)
-    V = torch.zeros(B, m - j0, b, dtype=A.dtype, device=A.device) if out is None else out.zero_()
+    V = torch.zeros(B, m - j0, b, dtype=A.dtype, device=A.device) if out is None else out[0].zero_()
     tau = torch.zeros(B, b, dtype=A.dtype, device=A.device)
     beta = torch.empty(B, b, dtype=A.dtype, device=A.device)
     for c in range(b):
@@ -226,7 +227,12 @@ def _panel_torch(A: torch.Tensor, j0: int, block: int, out: torch.Tensor | None 
         V[:, c:, c] = v
         tau[:, c] = t
         beta[:, c] = bet
-    return V, tau, beta
+    T = _t_factor(V, tau)
+    if out is not None:
+        out[1].copy_(T)
+        out[2].copy_(beta)
+        return out
+    return V, T, beta
 
 
 def _t_factor(V: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -289,46 +295,47 @@ def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, pa
         panel = triton_qr.panel if q.dtype == torch.float64 and _triton_panel(q.device) else _panel_torch
     A = q.clone()
     V = torch.zeros(B, m, n, dtype=q.dtype, device=q.device)  # reflector j: column j, rows j.. (zero above)
+    # T of every range of at most q_block columns is the diagonal block of one upper triangular T
+    # (the panels write theirs, each join its upper-right block and the zeros below)
+    T = torch.empty(B, n, n, dtype=q.dtype, device=q.device)
     beta = torch.empty(B, n, dtype=q.dtype, device=q.device)
-    blocks = []  # (j0, w, T): the WY blocks of columns j0 .. j0 + w - 1, left to right
+    blocks = []  # (j0, j1): the WY blocks of columns j0 .. j1 - 1, left to right
 
-    def factor(j0: int, w: int):
-        """Factor columns j0 .. j0 + w - 1 (rows j0..); T (B, w, w) if w <= q_block, else None
-        (its WY blocks are then in ``blocks``)."""
+    def factor(j0: int, w: int) -> bool:
+        """Factor columns j0 .. j0 + w - 1 (rows j0..); True when their T is formed (w <= q_block),
+        else their WY blocks are in ``blocks``."""
+        j2 = j0 + w
         if w <= base:
-            Vp, tau, beta[:, j0 : j0 + w] = panel(A, j0, w, out=V[:, j0:, j0 : j0 + w])
-            return _t_factor(Vp, tau)
-        w1 = base * max(1, (w // 2 + base - 1) // base)  # the left half: whole panels
-        j1, j2 = j0 + w1, j0 + w
-        T1 = factor(j0, w1)
-        if T1 is not None and w > q_block:
-            blocks.append((j0, w1, T1))
-        left = [(j0, w1, T1)] if T1 is not None else [blk for blk in blocks if j0 <= blk[0] < j1]
-        for jb, wb, Tb in left:  # H_left^T = I - V T^T V^T on the right half
-            _apply_wy(A[:, jb:, j1:j2], V[:, jb:, jb : jb + wb], Tb, transpose=True)
-        T2 = factor(j1, w - w1)
+            panel(A, j0, w, out=(V[:, j0:, j0:j2], T[:, j0:j2, j0:j2], beta[:, j0:j2]))
+            return True
+        j1 = j0 + base * max(1, (w // 2 + base - 1) // base)  # the left half: whole panels
+        left_formed = factor(j0, j1 - j0)
+        if left_formed and w > q_block:
+            blocks.append((j0, j1))
+        left = [(j0, j1)] if left_formed else [blk for blk in blocks if j0 <= blk[0] < j1]
+        for jb, je in left:  # H_left^T = I - V T^T V^T on the right half
+            _apply_wy(A[:, jb:, j1:j2], V[:, jb:, jb:je], T[:, jb:je, jb:je], transpose=True)
+        if factor(j1, j2 - j1) and w > q_block:
+            blocks.append((j1, j2))
         if w > q_block:
-            if T2 is not None:
-                blocks.append((j1, w - w1, T2))
-            return None
-        T = torch.zeros(B, w, w, dtype=q.dtype, device=q.device)
-        T[:, :w1, :w1], T[:, w1:, w1:] = T1, T2
+            return False
         V1, V2 = V[:, j1:, j0:j1], V[:, j1:, j1:j2]  # V1's rows above j1 meet V2's zeros
-        T[:, :w1, w1:] = -(T1 @ ((V1.mT @ V2) @ T2))
-        return T
+        T[:, j1:j2, j0:j1].zero_()
+        T[:, j0:j1, j1:j2].baddbmm_(T[:, j0:j1, j0:j1], (V1.mT @ V2) @ T[:, j1:j2, j1:j2], beta=0.0, alpha=-1.0)
+        return True
 
-    T = factor(0, n)
-    del factor  # it calls itself through its closure: a reference cycle that would hold A, V and the T
-    # blocks (about 8 frames' worth) until Python's cycle collector ran; on a GPU that memory piled up
-    # call after call (a 512-unit LSTM population's spectra ran out of 140 GiB: tools/probe_spectrum_memory.py)
-    if T is not None:
-        blocks.append((0, n, T))
+    formed = factor(0, n)
+    del factor  # it calls itself through its closure: a reference cycle that would hold A, V and T
+    # until Python's cycle collector ran; on a GPU that memory piled up call after call (a 512-unit
+    # LSTM population's spectra ran out of 140 GiB: tools/probe_spectrum_memory.py)
+    if formed:
+        blocks.append((0, n))
     # Q = H_1 ... H_n [I; 0] S, S = diag(sign R_jj) making diag R > 0: start from [S; 0] (S commutes
     # past the reflections, which act from the left) and apply the blocks, last first
     Q = torch.zeros(B, m, n, dtype=q.dtype, device=q.device)
     Q.diagonal(dim1=-2, dim2=-1).copy_(torch.where(beta < 0, -1.0, 1.0))
-    for j0, w, T in reversed(blocks):
-        _apply_wy(Q[:, j0:, j0:], V[:, j0:, j0 : j0 + w], T, transpose=False)  # earlier columns: still [S; 0]'s
+    for j0, j1 in reversed(blocks):
+        _apply_wy(Q[:, j0:, j0:], V[:, j0:, j0:j1], T[:, j0:j1, j0:j1], transpose=False)  # earlier columns: still [S; 0]'s
     return Q, torch.log(beta.abs()), None
 
 
@@ -689,6 +696,21 @@ class _EagerLoop:
         return True
 
 
+def _capture(graph, fn, pool=None):
+    """Capture ``fn()`` into ``graph`` (`torch.cuda.graph`). A capture that fails (a system that
+    synchronizes, say) leaves torch's CUDA generator of the current device in capture mode: its
+    capture_end never ran, and every later random draw on that device raised "Offset increment
+    outside graph capture encountered unexpectedly". The generator gets its state back (same seed
+    and offset, out of capture mode) before the error goes on."""
+    gen = torch.cuda.default_generators[torch.cuda.current_device()]
+    try:
+        with torch.cuda.graph(graph, pool=pool):
+            fn()
+    except Exception:
+        gen.graphsafe_set_state(gen.clone_state())
+        raise
+
+
 class _GraphLoop:
     """The same two operations captured once as CUDA graphs and replayed.
 
@@ -715,10 +737,8 @@ class _GraphLoop:
                 self._close()
         torch.cuda.current_stream(dev).wait_stream(side)
         self.g_advance, self.g_close = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.g_advance):
-            self._advance()
-        with torch.cuda.graph(self.g_close, pool=self.g_advance.pool()):
-            self._close()
+        _capture(self.g_advance, self._advance)
+        _capture(self.g_close, self._close, pool=self.g_advance.pool())
         self.x.copy_(saved[0])
         self.Q.copy_(saved[1])
         self.bad.zero_()

@@ -12,6 +12,11 @@ benchmarks/bench_orthonormalization.py): in the recursive `_householder_blocked`
 16, 43 ms against 127 ms with the torch panel (9.2 ms for X @ X). The kernel takes about a
 quarter of that time (64 calls, about 0.2 ms each: latency of its per-column block reductions,
 not memory). Panels of 32 do not fit the registers at 1,024 rows (267 ms); 16 is the default.
+Panels of at most 512 rows also form their WY factor T in the kernel (LAPACK's larft, column by
+column), which saves the ~10 small kernels of forming it from V afterwards: at 10 frames of 512,
+261 kernels per QR instead of 957 and 31 times X @ X instead of 52 (H100, 2026-11-28). Past 512
+rows the in-kernel T made the kernel itself 3.3 times slower (register pressure: 30 ms against
+9.2 ms for the 64 panels at 250 x 1,024), so there T is formed from V and tau (`T_IN_KERNEL_MAX`).
 
 The arithmetic is that of `lyapunov._panel_torch`, column by column (same reflections, same
 signs: diag R > 0 after the sign fix), so the two agree to rounding. On the CPU, Triton's
@@ -29,6 +34,8 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 __all__ = ["available", "panel"]
+
+T_IN_KERNEL_MAX = 512 * 16  # panels of at most this many entries (rows x columns) form T in the kernel
 
 
 def available(device) -> bool:
@@ -49,10 +56,11 @@ def available(device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _panel_kernel(A, V, TAU, BETA, m, n_end, j0, s_ab, s_ar, s_ac, s_vb, s_vr, s_vc, s_tb, s_bb,
-                      BLOCK: tl.constexpr, BLOCK_M: tl.constexpr):
+    def _panel_kernel(A, V, TT, TAU, BETA, m, n_end, j0, s_ab, s_ar, s_ac, s_vb, s_vr, s_vc, s_tb, s_tr, s_tc,
+                      s_ub, s_bb, s_bc, BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, WITH_T: tl.constexpr):
         """Factor columns j0 .. min(j0 + BLOCK, n_end) - 1 of frame ``program_id`` in place (rows j0 ..),
-        writing the reflectors (V: rows j0 .., zero above their diagonal), tau and R's diagonal."""
+        writing the reflectors (V: rows j0 .., zero above their diagonal), R's diagonal and either
+        (``WITH_T``) their compact WY factor T (``H_1 ... H_b = I - V T V^T``) or their tau."""
         f = tl.program_id(0)
         rows = j0 + tl.arange(0, BLOCK_M)  # the panel's rows j0 .. m - 1 (BLOCK_M >= m - j0)
         cols = tl.arange(0, BLOCK)
@@ -60,6 +68,8 @@ if triton is not None:
         live = (rows[:, None] < m) & ((j0 + cols)[None, :] < n_end)
         P = tl.load(a_ptr, mask=live, other=0.0)
         v_diag = tl.zeros((BLOCK,), dtype=P.dtype)  # each reflector's entry on its diagonal row
+        t_rows = tl.arange(0, BLOCK)
+        T = tl.zeros((BLOCK, BLOCK), dtype=P.dtype)
         for c in tl.static_range(BLOCK):
             r = j0 + c  # this column's diagonal row
             is_c = cols[None, :] == c
@@ -71,29 +81,42 @@ if triton is not None:
             v = tl.where(rows == r, alpha - beta, x)  # alpha + sign(alpha) |x|: no cancellation
             vv = tl.sum(v * v, axis=0)
             tau = tl.where(vv > 0, 2.0 / tl.where(vv > 0, vv, 1.0), 0.0)  # v = 0: H = I
-            w = tl.sum(v[:, None] * P, axis=0) * tau  # (BLOCK,) tau v^T P
-            w = tl.where(cols > c, w, 0.0)  # only the later columns of the panel
+            vp = tl.sum(v[:, None] * P, axis=0)  # (BLOCK,) v^T P
+            w = tl.where(cols > c, vp * tau, 0.0)  # only the later columns of the panel
+            # T's column c (LAPACK's larft): T[:c, c] = -tau T[:c, :c] V[:, :c]^T v, T[c, c] = tau.
+            # V[:, :c]^T v is already in vp: below their diagonals the earlier columns hold their
+            # reflectors, and v is zero above row r
+            if WITH_T:
+                z = tl.where(cols < c, vp, 0.0)
+                t_col = -tau * tl.sum(T * z[None, :], axis=1)
+                t_col = tl.where(t_rows < c, t_col, tl.where(t_rows == c, tau, 0.0))
+                T = tl.where(cols[None, :] == c, t_col[:, None], T)
+            else:
+                tl.store(TAU + f * s_ub + c, tau)
             P = P - v[:, None] * w[None, :]
             # column c keeps R above and on its diagonal and, below, the reflector (as LAPACK
             # stores it): later steps change only later columns, and V is written once at the end
             P = tl.where(is_c, tl.where(rows == r, beta, col)[:, None], P)
             v_diag = tl.where(cols == c, alpha - beta, v_diag)
-            tl.store(TAU + f * s_tb + c, tau)
-            tl.store(BETA + f * s_bb + c, beta)
+            tl.store(BETA + f * s_bb + c * s_bc, beta, mask=j0 + c < n_end)
         diag = (j0 + cols)[None, :]  # each column's diagonal row
         v_tile = tl.where(rows[:, None] > diag, P, tl.where(rows[:, None] == diag, v_diag[None, :], 0.0))
         tl.store(V + f * s_vb + (rows - j0)[:, None] * s_vr + cols[None, :] * s_vc, v_tile, mask=live)
         tl.store(a_ptr, tl.where(rows[:, None] > diag, 0.0, P), mask=live)
+        if WITH_T:
+            t_live = ((j0 + t_rows)[:, None] < n_end) & ((j0 + cols)[None, :] < n_end)
+            tl.store(TT + f * s_tb + t_rows[:, None] * s_tr + cols[None, :] * s_tc, T, mask=t_live)
 
 
-def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None, out: torch.Tensor | None = None):
+def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None, out=None):
     """Householder-factor columns ``j0 .. j0 + block - 1`` of every frame of ``A`` (B, m, n)
     in place, below row j0 (the earlier rows were finished by earlier panels).
 
-    Returns (V (B, m - j0, b), tau (B, b), beta (B, b)), b = min(block, n - j0): the reflectors
-    ``H_c = I - tau_c v_c v_c^T`` (v_c zero above its diagonal row), and R's diagonal entries
-    (before the sign fix), as `lyapunov._panel_torch` returns them. ``out``: a (B, m - j0, b)
-    view to write V into (saves a copy), else a new tensor. ``num_warps``: Triton's warps per
+    Returns (V (B, m - j0, b), T (B, b, b), beta (B, b)), b = min(block, n - j0): the reflectors
+    in compact WY form, ``H_1 ... H_b = I - V T V^T`` (v_c zero above its diagonal row; T upper
+    triangular, built column by column as LAPACK's larft does), and R's diagonal entries (before
+    the sign fix), as `lyapunov._panel_torch` returns them. ``out``: (V, T, beta) views of those
+    shapes to write into (saves copies), else new tensors. ``num_warps``: Triton's warps per
     program (default: about 32 float64 of the panel per thread).
     """
     if triton is None:
@@ -103,14 +126,25 @@ def panel(A: torch.Tensor, j0: int, block: int, num_warps: int | None = None, ou
         raise TypeError(f"panel: A must be float64, got {A.dtype}")
     b = min(block, n - j0)
     width = max(2, triton.next_power_of_2(b))  # Triton's ranges are powers of two; columns from j0 + b are masked
-    V = torch.empty(B, m - j0, b, dtype=A.dtype, device=A.device) if out is None else out
-    if V.shape != (B, m - j0, b):
-        raise ValueError(f"panel: out must have shape {(B, m - j0, b)}, got {tuple(V.shape)}")
-    tau = torch.empty(B, width, dtype=A.dtype, device=A.device)
-    beta = torch.empty(B, width, dtype=A.dtype, device=A.device)
+    shapes = ((B, m - j0, b), (B, b, b), (B, b))
+    if out is None:
+        out = tuple(torch.empty(shape, dtype=A.dtype, device=A.device) for shape in shapes)
+    if len(out) != 3 or any(tuple(o.shape) != shape for o, shape in zip(out, shapes)):
+        raise ValueError(f"panel: out must be (V, T, beta) of shapes {shapes}, got {[tuple(o.shape) for o in out]}")
+    V, T, beta = out
     block_m = max(16, triton.next_power_of_2(m - j0))  # one compiled kernel per power of two
     # the panel lives in registers: about 32 float64 per thread
     warps = num_warps or max(4, min(16, block_m * width // 1024))
-    _panel_kernel[(B,)](A, V, tau, beta, m, j0 + b, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0), V.stride(1),
-                        V.stride(2), tau.stride(0), beta.stride(0), BLOCK=width, BLOCK_M=block_m, num_warps=warps)
-    return V, tau[:, :b], beta[:, :b]
+    # T in the kernel saves the ~10 kernels of forming it from V (3.3 times fewer kernels per QR at
+    # 10 x 512), but past 512 x 16 panel entries it slows the kernel itself (H100, 250 frames of
+    # 1,024: 30 ms for its 64 panels against 9.2 ms without): there T comes from V and tau
+    with_t = block_m * width <= T_IN_KERNEL_MAX
+    tau = T if with_t else torch.empty(B, width, dtype=A.dtype, device=A.device)  # (unused when with_t)
+    _panel_kernel[(B,)](A, V, T, tau, beta, m, j0 + b, j0, A.stride(0), A.stride(1), A.stride(2), V.stride(0),
+                        V.stride(1), V.stride(2), T.stride(0), T.stride(1), T.stride(2), tau.stride(0), beta.stride(0),
+                        beta.stride(1), BLOCK=width, BLOCK_M=block_m, WITH_T=with_t, num_warps=warps)
+    if not with_t:
+        from .lyapunov import _t_factor
+
+        T.copy_(_t_factor(V, tau[:, :b]))
+    return V, T, beta

@@ -373,8 +373,13 @@ def test_cuda_system_that_cannot_be_captured_runs_eagerly():
     x0 = torch.zeros(1, 2, dtype=torch.float64, device="cuda")
     with pytest.raises(FloatingPointError, match=r"non-finite R value at step 4"):
         lyapunov_spectrum(sys, x0, 10)
+    torch.cuda.manual_seed(5)
+    expect = torch.randn(3, device="cuda")
+    torch.cuda.manual_seed(5)
     with pytest.raises(RuntimeError, match="could not be captured"):
         lyapunov_spectrum(sys, x0, 10, cuda_graph=True)
+    # the failed capture once left torch's generator in capture mode: the next draw raised
+    torch.testing.assert_close(torch.randn(3, device="cuda"), expect)
     ok = lyapunov_spectrum(_counter_map(lambda t: torch.eye(2)), x0, 10)
     assert not ok.cuda_graph
     torch.testing.assert_close(ok.exponents, torch.zeros(2, dtype=torch.float64))
@@ -477,6 +482,34 @@ def test_blocked_householder_stays_orthonormal_on_graded_and_singular_frames(pan
     torch.testing.assert_close(l.cpu()[:, keep][:, :10], l0[:, keep][:, :10], atol=1e-10, rtol=0)
 
 
+def test_triton_panel_forms_t_in_the_kernel_or_from_v_alike(monkeypatch):
+    """Small panels form their WY factor T inside the kernel, large ones (more than
+    `triton_qr.T_IN_KERNEL_MAX` entries) from V and tau afterwards: forced either way, the
+    panel's T and the whole QR agree to rounding (and T is the one that reproduces the panel's
+    reflections: H_1 ... H_b = I - V T V^T)."""
+    from lyabook import lyapunov, triton_qr
+
+    if triton_qr.triton is None or not triton_qr.available(_dev()):
+        pytest.skip("needs Triton")
+    X = torch.randn(3, 40, 40, generator=torch.Generator().manual_seed(4), dtype=torch.float64).to(_dev())
+    out = {}
+    for limit in (10**9, 0):
+        monkeypatch.setattr(triton_qr, "T_IN_KERNEL_MAX", limit)
+        A = X.clone()
+        V, T, beta = triton_qr.panel(A, 0, 8)
+        Q, log_r, _ = lyapunov._householder_blocked(X, base=8, q_block=16)
+        out[limit] = V, T, beta, Q, log_r
+    for a, b in zip(out[10**9], out[0]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    V, T = out[0][0].cpu(), out[0][1].cpu()
+    H = torch.eye(40, dtype=torch.float64).expand(3, 40, 40).clone()
+    for c in range(8):
+        v = V[:, :, c : c + 1]
+        tau = 2.0 / (v.mT @ v)
+        H = H @ (torch.eye(40, dtype=torch.float64) - tau * (v @ v.mT))
+    torch.testing.assert_close(H, torch.eye(40, dtype=torch.float64) - V @ T @ V.mT, atol=1e-12, rtol=0)
+
+
 @pytest.mark.parametrize("panel", _panels())
 def test_spectra_with_the_matrix_product_householder_equal_lapacks(panel, monkeypatch):
     """A whole LSTM spectrum (full state, 32 dimensions, t_on = 1) computed with
@@ -546,8 +579,8 @@ def test_triton_panel_can_be_switched_off_and_checks_its_output_buffer(monkeypat
     if triton_qr.triton is None or not triton_qr.available(_dev()):
         pytest.skip("needs Triton")
     A = torch.randn(2, 20, 20, dtype=torch.float64, device=_dev())
-    with pytest.raises(ValueError, match="out must have shape"):
-        triton_qr.panel(A, 0, 8, out=torch.empty(2, 20, 4, dtype=torch.float64, device=_dev()))
+    with pytest.raises(ValueError, match="out must be"):
+        triton_qr.panel(A, 0, 8, out=(torch.empty(2, 20, 4, dtype=torch.float64, device=_dev()),) * 3)
 
 
 # ---- issue 13: input the engine used to take silently
