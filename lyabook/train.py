@@ -463,7 +463,11 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
                 rec[key] = [v for part in vals for v in part]
             else:  # the epoch number
                 rec[key] = first
-        prov = {**docs[0]["provenance"], "shards": [d["provenance"].get("shard") for d in docs]}
+        # each shard's own device, code and date: the parts of one population may run in
+        # different sessions, on different cards, from different commits
+        made = ("device", "device_name", "git_commit", "git_dirty", "source_sha256", "torch", "date")
+        prov = {**docs[0]["provenance"], "shards": [{**(d["provenance"].get("shard") or {}),
+                                                     **{k: d["provenance"].get(k) for k in made}} for d in docs]}
         prov.pop("shard", None)
         out.commit(e, rec, prov, None)
         merged.append(rec)

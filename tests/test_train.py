@@ -298,6 +298,11 @@ def test_shards_merge_into_exactly_the_unsharded_run(tmp_path, per_network):
         assert len(part[0]["valid_loss"]) == len(range(5)[[0, 2, 4, 5][i]:[0, 2, 4, 5][i + 1]])
     run = next(p for p in (tmp_path / "sharded").iterdir())
     assert run.name == next((tmp_path / "whole").iterdir()).name  # the shards share the population's identity
+    from lyabook.results import load_results
+
+    shards = load_results(run / "epoch_002.json", arrays=False)["provenance"]["shards"]  # each part's own code and device
+    assert [(s["index"], s["of"]) for s in shards] == [(0, 3), (1, 3), (2, 3)]
+    assert all(s["source_sha256"] and s["device"] == "cpu" and s["date"] for s in shards)
     merged = train_population(model(), train, valid, out_dir=tmp_path / "sharded", **kw)  # finds the merged records
     for a, b in zip(merged, whole):
         for key in ("train_loss", "valid_loss", "valid_accuracy", "diverged"):
