@@ -10,6 +10,10 @@
 #         --jobs J --shard i/n`), shard k on GPU k mod GPUs: a population too large for one session
 #         trained in parts over sessions (the parts merge when the last one finishes beside the
 #         others' committed records)
+#   MPS=1 ... start   start NVIDIA's Multi-Process Service first, so that several shards on one GPU
+#         run their kernels side by side instead of taking turns (time-slicing): a CharRNN part alone
+#         leaves the GPU mostly idle (52 ms per batch of small kernels), and time-slicing with a small
+#         mocap shard slowed it from 13.2 to 25 s per epoch (2026-11-28)
 #   bash tools/gpu_launch.sh wait S   wait up to S seconds for the launch to end, then pack the
 #         records (never the checkpoints) into $OUT/<sweep>_runs.tar.gz and print each shard's progress
 # Each job's training must finish on the machine that started it: a 512-unit population's
@@ -42,6 +46,11 @@ if [ "$mode" = start ]; then
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     cd "$WORK"
     export LYABOOK_DATA_DIR=$WORK/.carry/data PYTHONUNBUFFERED=1 PYTHONPATH=$WORK
+    if [ "${MPS:-0}" = 1 ]; then  # one MPS daemon for every GPU; the shards connect to it
+        export CUDA_MPS_PIPE_DIRECTORY=$WORK/log/mps-pipe CUDA_MPS_LOG_DIRECTORY=$WORK/log/mps
+        mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+        nvidia-cuda-mps-control -d && echo "MPS daemon started" || { echo "MPS could not start"; exit 3; }
+    fi
     if [ -n "${SHARDS:-}" ]; then  # chosen shards: "job:i/n ..." (the rest in another session), GPU k mod n
         cmd="" k=0
         for s in $SHARDS; do
