@@ -15,7 +15,8 @@
 #         leaves the GPU mostly idle (52 ms per batch of small kernels), and time-slicing with a small
 #         mocap shard slowed it from 13.2 to 25 s per epoch (2026-11-28)
 #   bash tools/gpu_launch.sh wait S   wait up to S seconds for the launch to end, then pack the
-#         records (never the checkpoints) into $OUT/<sweep>_runs.tar.gz and print each shard's progress
+#         records it wrote (never the checkpoints) into $OUT/<sweep>_runs.tar.gz (split in 15 MiB
+#         pieces where larger) and print each shard's progress
 # Each job's training must finish on the machine that started it: a 512-unit population's
 # checkpoint (about 4 GB with Adam's state) cannot come back. Measured: 64-256 units, 1,162 s on
 # 4 x H200 (2026-11-27); charrnn-512, 613 s on 4 x H200 (2026-11-28, recursive Householder with
@@ -85,5 +86,13 @@ for d in $runs/*/ $runs/*/*/; do  # [job/]hash/[shard-i-of-n/]
 done | sort | uniq
 for f in log/*.log; do echo "-- $f"; grep -v Warning "$f" | tail -3; done
 nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
-tar -czf "$out/${sweep}_runs.tar.gz" --exclude=state.pt --exclude='*.tmp' --exclude='*.tmp.npz' $runs log
+# Only what this launch wrote (records committed before it stay behind: with them the archive passed
+# the 16 MiB a device call returns, 2026-11-28), in pieces of 15 MiB where it is larger still:
+# cat <sweep>_runs.tar.gz* | tar -xz
+started=$(awk '/^start/ {print $2}' log/time)
+tar -czf "$out/${sweep}_runs.tar.gz" --newer-mtime="@$started" --exclude=state.pt --exclude='*.tmp' \
+    --exclude='*.tmp.npz' $runs log
+if [ "$(stat -c %s "$out/${sweep}_runs.tar.gz")" -gt $(( 15 * 1024 * 1024 )) ]; then
+    split -b 15M -d "$out/${sweep}_runs.tar.gz" "$out/${sweep}_runs.tar.gz.part-" && rm "$out/${sweep}_runs.tar.gz"
+fi
 ls -la "$out"
