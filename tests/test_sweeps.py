@@ -37,7 +37,17 @@ def test_sharded_sweep_merges_into_the_unsharded_records(tmp_path, fake_mnist, c
         assert cli.main(["sweep", "smnist", "--shard", f"{i}/16", "--out", str(tmp_path / "sharded"), *args]) == 0
     whole, sharded = _records(tmp_path / "whole"), _records(tmp_path / "sharded")
     assert len(whole) == 8 * 2 and whole.keys() == sharded.keys()  # 8 architectures x epochs 0-1
-    assert whole == sharded
+    # equal to float32 rounding, not bit for bit: a network trains in a batch of 3 networks here and
+    # of 2 there, and torch's CPU elementwise kernels treat a tensor's tail elements in scalar code
+    # (1 ulp apart from the vector code: LEM's validation loss, AMD EPYC, torch 2.13); networks
+    # merged in the wrong order or from the wrong epoch would differ by far more
+    for key in whole:
+        for name, values in whole[key].items():
+            got = sharded[key][name]
+            assert (values is None) == (got is None), (key, name)
+            if values is not None:
+                torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), torch.tensor(values, dtype=torch.float64),
+                                           atol=0, rtol=1e-6, equal_nan=True, msg=f"{key} {name}")
 
 
 def test_smnist_init_p_is_what_each_architectures_population_starts_from(fake_mnist):
