@@ -282,9 +282,10 @@ def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, pa
     so the same accuracy, singular frames included (unlike CholeskyQR3).
 
     Measured (benchmarks/bench_orthonormalization.py; H100, one step in a CUDA graph, in units of
-    the product X @ X of the same shapes): 250 frames of 1024 4.7x (the earlier loop over panels
-    of 32: 25x, cuSOLVER: 143x), 2000 of 512 7.2x, 1280 of 128 18x, 10 of 512 52x (latency of
-    its ~700 small kernels; CholeskyQR3 54x, cuSOLVER 303x).
+    the product X @ X of the same shapes, 2026-11-28): 250 frames of 1024 4.4x (the earlier loop
+    over panels of 32: 25x, cuSOLVER: 133x), 2000 of 512 6.6x, 1280 of 128 14.7x, 10 of 512 31x
+    (latency: the panel kernel runs one program per frame, so 10 frames use 10 of the card's 132
+    SMs; CholeskyQR3 54x, cuSOLVER 307x).
     """
     B, m, n = q.shape
     if m < n:
