@@ -326,8 +326,8 @@ def _householder_blocked(q: torch.Tensor, base: int = 16, q_block: int = 256, pa
             blocks.append((j0, j1))
         left = [(j0, j1)] if left_formed else [blk for blk in blocks if j0 <= blk[0] < j1]
         for jb, je in left:  # H_left^T = I - V T^T V^T on the right half
-            ob = o if (left_formed and w <= q_block) else jb  # a block of `blocks` starts its own range
-            _apply_wy(A[:, jb:, j1:j2], V[:, jb:, jb:je], t_block(jb, je, jb, je, ob), transpose=True)
+            origin = o if w <= q_block else jb  # a block of `blocks` starts its own range
+            _apply_wy(A[:, jb:, j1:j2], V[:, jb:, jb:je], t_block(jb, je, jb, je, origin), transpose=True)
         if factor(j1, j2 - j1, inner) and w > q_block:
             blocks.append((j1, j2))
         if w > q_block:

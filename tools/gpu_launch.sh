@@ -11,9 +11,10 @@
 #         trained in parts over sessions (the parts merge when the last one finishes beside the
 #         others' committed records)
 #   MPS=1 ... start   start NVIDIA's Multi-Process Service first, so that several shards on one GPU
-#         run their kernels side by side instead of taking turns (time-slicing): a CharRNN part alone
-#         leaves the GPU mostly idle (52 ms per batch of small kernels), and time-slicing with a small
-#         mocap shard slowed it from 13.2 to 25 s per epoch (2026-11-28)
+#         run their kernels side by side instead of taking turns (time-slicing, which slowed a
+#         CharRNN part from 13.2 to 25 s of training per epoch beside a mocap shard that alone needs
+#         about 3 s). Measured on H200 (2026-11-28): two CharRNN parts per GPU under MPS take 27 s per
+#         epoch each against 17.6 s alone, 1.3 times the throughput of one part per GPU
 #   bash tools/gpu_launch.sh wait S   wait up to S seconds for the launch to end, then pack the
 #         records it wrote (never the checkpoints) into $OUT/<sweep>_runs.tar.gz (split in 15 MiB
 #         pieces where larger) and print each shard's progress
