@@ -16,7 +16,7 @@ TORCH_INDEX ?=
 PY          := $(VENV)/bin/python
 NBVAL       := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 
-.PHONY: book render test references notebooks bench clean
+.PHONY: book render test references references-check notebooks bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ test: $(VENV)/.installed
 # and re-execute the committed notebooks at full scale.
 references: $(VENV)/.installed
 	$(PY) -m lyabook run --profile smoke --device cpu --out tests/notebooks
+
+# Maintainers: the references must not depend on the CPU. MKL picks its kernels by CPU (AVX2,
+# AVX-512, ...), which moves numbers computed along chaotic trajectories by about their standard
+# error; re-run nbval under two other MKL code paths, as on another machine.
+references-check: $(VENV)/.installed
+	for cbwr in COMPATIBLE AVX2; do \
+		rm -rf tests/notebooks/results; \
+		MKL_CBWR=$$cbwr $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) tests/notebooks || exit 1; \
+	done
 
 notebooks: $(VENV)/.installed
 	$(PY) -m lyabook run --profile full --device auto --out notebooks

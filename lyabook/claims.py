@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["VERDICTS", "Claim", "check", "check_correlation", "claims_table"]
+__all__ = ["VERDICTS", "Claim", "check", "check_correlation", "claims_table", "verdicts"]
 
 VERDICTS = ("holds", "differs", "not resolved")
 
@@ -59,6 +59,16 @@ def claims_table(claims):
     import pandas as pd
 
     return pd.DataFrame([c.to_dict() for c in claims]).set_index("claim")
+
+
+def verdicts(claims) -> str:
+    """One line per claim, ``"<verdict>: <claim>"``, without the measured values.
+
+    For the cell a notebook's nbval regression compares: a value measured along a chaotic
+    trajectory changes with the CPU's rounding (another BLAS kernel moves it by about its standard
+    error), a verdict whose criterion is set well away from the value does not.
+    """
+    return "\n".join(f"{c.verdict}: {c.claim}" for c in claims)
 
 
 def check_correlation(claim: str, r, low, high, *, sign: int, n: int, what: str = "Pearson r") -> Claim:

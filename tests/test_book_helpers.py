@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import pytest
 
-from lyabook.claims import Claim, check, check_correlation, claims_table
+from lyabook.claims import Claim, check, check_correlation, claims_table, verdicts
 from lyabook.plotting import DPI, MAX_COLUMNS, WIDTH_IN, exponent_label, panels
 from lyabook.tables import provenance_table, table
 
@@ -44,6 +44,12 @@ def test_claims_table_has_one_row_per_claim_with_criterion_and_verdict():
     df = claims_table([check("a", "x > 0", "1", True), check("b", "x > 0", "-1", False)])
     assert list(df.columns) == ["criterion", "measured", "verdict", "reason"]
     assert list(df["verdict"]) == ["holds", "differs"]
+
+
+def test_verdicts_list_each_claim_with_its_verdict_and_no_measured_value():
+    text = verdicts([check("a > 0", "x > 0", "x = 0.2316", True), check("b < 0", "x < 0", "x = 0.7", False)])
+    assert text.splitlines() == ["holds: a > 0", "differs: b < 0"]
+    assert "0.2316" not in text
 
 
 def test_tables_round_floats_to_significant_digits_as_text():
