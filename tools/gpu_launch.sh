@@ -29,6 +29,9 @@
 # 2 x H200 (2026-11-28); a CharRNN part of 11 networks alone on its GPU: 13.2 s of training and
 # 5.8 s of spectra per epoch, 40 epochs. The tree must fit the device's 64 MiB with the data:
 # bash tools/device_tree.sh slim first.
+# The data travel as the device call's carry paths, from an ignored .carry/ in this checkout:
+#   mkdir -p .carry/data && cp -r ../shared/data/{war_and_peace,cmu_mocap} .carry/data
+#   echo .carry >> .git/info/exclude   # then carry [".carry/data/war_and_peace", ".carry/data/cmu_mocap"]
 set -uo pipefail
 WORK=${WORK:-/root/lyabook-launch}
 out=${OUT:-/tmp/gpu_launch_out}
