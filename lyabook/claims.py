@@ -61,14 +61,15 @@ def claims_table(claims):
     return pd.DataFrame([c.to_dict() for c in claims]).set_index("claim")
 
 
-def verdicts(claims) -> str:
-    """One line per claim, ``"<verdict>: <claim>"``, without the measured values.
+def verdicts(claims) -> list[dict]:
+    """The claims as rows ``{"check": claim, "result": verdict}``, without the measured values,
+    for `lyabook.tables.table` (with rows of other checks after them).
 
     For the cell a notebook's nbval regression compares: a value measured along a chaotic
     trajectory changes with the CPU's rounding (another BLAS kernel moves it by about its standard
     error), a verdict whose criterion is set well away from the value does not.
     """
-    return "\n".join(f"{c.verdict}: {c.claim}" for c in claims)
+    return [{"check": c.claim, "result": c.verdict} for c in claims]
 
 
 def check_correlation(claim: str, r, low, high, *, sign: int, n: int, what: str = "Pearson r") -> Claim:
