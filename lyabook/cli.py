@@ -589,7 +589,8 @@ def main(argv=None) -> int:
     x.add_argument("--set", nargs="+", action="extend", metavar="NAME=VALUE", default=None)
     w = sub.add_parser("sweep", help="train a named population sweep, or one shard of it (lyabook.sweeps)")
     w.add_argument("name", help="smnist, smnist-permuted, charrnn, force, asrnn or evolution (lyabook.sweeps)")
-    w.add_argument("--shard", default="0/1", help="i/n: run shard i of n (default 0/1, the whole sweep)")
+    w.add_argument("--shard", default="0/1", help="i/n: run shard i of n (default 0/1, the whole sweep); i/n:j/m: part j "
+                   "of m of shard i (a shard too long for one GPU session, trained in parts that merge)")
     w.add_argument("--out", default="out/sweeps", help="folder for the records")
     w.add_argument("--profile", default="full", choices=(*PROFILES, "reduced"),
                    help="full, smoke, or reduced (smnist and charrnn only: a CPU-sized run)")

@@ -30,7 +30,7 @@ from .lyapunov import _as_int, lyapunov_spectrum
 from .rnn import CELLS, RecurrentCell
 
 __all__ = ["Population", "Network", "PopulationAdam", "PopulationAdagrad", "PopulationRMSprop", "PopulationSGD", "population_exponents", "PopulationSpectrum",
-           "per_network", "shard_range"]
+           "per_network", "shard_range", "shard_path"]
 
 
 def per_network(value, n: int, name: str, minimum: float | None = None) -> torch.Tensor:
@@ -75,15 +75,27 @@ def _check_shard(shard) -> tuple[int, int]:
     return i, n
 
 
-def shard_range(n_networks: int, shard: tuple[int, int]) -> range:
-    """Networks of shard i of n: contiguous blocks as equal as possible (``numpy.array_split``)."""
+def shard_path(shard) -> tuple[tuple[int, int], ...]:
+    """A shard as its path of (i, n) levels: (i, n) -> ((i, n),); ((i, n), (j, m), ...) is part j of
+    m of shard i of n (and so on down), for a shard too long for one GPU session trained in parts
+    whose records merge into the shard's. A ValueError names ``shard`` when a level is not (i, n)."""
+    if isinstance(shard, (tuple, list)) and shard and all(isinstance(s, (tuple, list)) for s in shard):
+        return tuple(_check_shard(s) for s in shard)
+    return (_check_shard(shard),)
+
+
+def shard_range(n_networks: int, shard) -> range:
+    """Networks of shard i of n: contiguous blocks as equal as possible (``numpy.array_split``);
+    of a nested shard ((i, n), (j, m)): block j of m of block i of n."""
     n_networks = _as_int("n_networks", n_networks, 1)
-    i, n = _check_shard(shard)
-    if n > n_networks:
-        raise ValueError(f"shard: {n} shards for {n_networks} networks leaves some shards empty")
-    q, r = divmod(n_networks, n)
-    start = i * q + min(i, r)
-    return range(start, start + q + (i < r))
+    ids = range(n_networks)
+    for i, n in shard_path(shard):
+        if n > len(ids):
+            raise ValueError(f"shard: {n} shards for {len(ids)} networks leaves some shards empty")
+        q, r = divmod(len(ids), n)
+        start = i * q + min(i, r)
+        ids = ids[start : start + q + (i < r)]
+    return ids
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:

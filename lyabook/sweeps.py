@@ -4,7 +4,8 @@ A sweep is a list of jobs, each one population trained by `lyabook.train.train_p
 ``lyabook sweep NAME --shard i/n`` runs shard i of n: with at least as many jobs as shards a
 shard takes whole jobs (job j goes to shard j mod n, no merge needed); with fewer, every job's
 networks are split into n // jobs parts (`lyabook.population.shard_range`) whose records
-merge into the unsharded run's. ``lyabook launch NAME`` starts one such process per visible
+merge into the unsharded run's; ``--shard i/n:j/m`` trains part j of m of shard i, whose
+records merge into shard i's (a shard too long for one GPU session). ``lyabook launch NAME`` starts one such process per visible
 GPU; `book/how_to_run.md` shows the same as a SLURM job array.
 
 Sweeps:
@@ -112,15 +113,20 @@ class Job:
         return Path(out_dir) / (self.name if self.folder is None else self.folder)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """"i/n" -> (i, n) with 0 <= i < n."""
-    m = re.fullmatch(r"(\d+)/(\d+)", text.strip(), re.ASCII) if isinstance(text, str) else None
-    if m is None:  # plain decimal digits only: int() would also take "+1", "1_0" and non-ASCII digits
-        raise ValueError(f"shard must be i/n (e.g. 0/4), got {text!r}")
-    i, n = int(m[1]), int(m[2])
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard must be i/n with 0 <= i < n, got {text!r}")
-    return i, n
+def parse_shard(text: str):
+    """"i/n" -> (i, n) with 0 <= i < n; "i/n:j/m" -> ((i, n), (j, m)), part j of m of shard i of n
+    (`lyabook.population.shard_path`)."""
+    levels = text.strip().split(":") if isinstance(text, str) else [None]
+    path = []
+    for level in levels:
+        m = re.fullmatch(r"(\d+)/(\d+)", level, re.ASCII) if isinstance(level, str) else None
+        if m is None:  # plain decimal digits only: int() would also take "+1", "1_0" and non-ASCII digits
+            raise ValueError(f"shard must be i/n (e.g. 0/4) or i/n:j/m (part j of m of shard i), got {text!r}")
+        i, n = int(m[1]), int(m[2])
+        if n < 1 or not 0 <= i < n:
+            raise ValueError(f"shard must be i/n with 0 <= i < n at every level, got {text!r}")
+        path.append((i, n))
+    return path[0] if len(path) == 1 else tuple(path)
 
 
 def _mnist(data_dir, profile: dict, allow_fallback: bool = False):
@@ -444,16 +450,20 @@ def jobs(name: str, profile: str = "full", data_dir=None, device="cpu", allow_fa
 def plan(job_list: list[Job], shard: tuple[int, int]) -> list[tuple[Job, tuple[int, int] | None]]:
     """What shard (i, n) runs: [(job, None)] whole jobs when there are at least n jobs (or when a
     job cannot be split: then shards beyond the jobs run nothing), else [(job, (c, m))] part c of
-    m of each job's networks (m = n // jobs)."""
-    from .population import _check_shard
+    m of each job's networks (m = n // jobs); for a nested shard ((i, n), (j, m2)), part j of m2 of
+    each of those parts."""
+    from .population import shard_path
 
-    i, n = _check_shard(shard)
+    (i, n), *below = shard_path(shard)
     if not job_list:
         raise ValueError("plan: the sweep has no jobs")
     if len(job_list) >= n or any(j.build is None for j in job_list):
+        if below:
+            raise ValueError(f"shard {shard!r}: parts of a shard split a job's networks, but with {len(job_list)} "
+                             f"jobs for {n} shards each shard trains whole jobs; choose one job (--jobs) or more shards")
         return [(j, None) for k, j in enumerate(job_list) if k % n == i]
     m = n // len(job_list)
-    units = [(j, (c, m)) for j in job_list for c in range(m)]
+    units = [(j, (c, m) if not below else ((c, m), *below)) for j in job_list for c in range(m)]
     return units[i::n]
 
 

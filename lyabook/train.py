@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .population import (Population, PopulationAdam, _PerNetworkOptimizer, per_network, population_exponents,
-                         shard_range)
+                         shard_path, shard_range)
 from .rnn import LSTM
 
 __all__ = ["PopulationLSTM", "train_population", "check_run", "restore", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
@@ -421,14 +421,49 @@ class RunRecords:
 
 
 def _shard_dir(run_dir: Path, shard) -> Path:
-    return run_dir / f"shard-{shard[0]}-of-{shard[1]}"
+    """``run_dir/shard-<i>-of-<n>``, and ``.../shard-<j>-of-<m>`` below it for a part of a shard."""
+    for i, n in shard_path(shard) if shard else ():
+        run_dir = run_dir / f"shard-{i}-of-{n}"
+    return run_dir
+
+
+def _shard_record(shard, model: Population) -> dict:
+    """A shard record's place: index and of (its own level), its networks, the levels above."""
+    path = shard_path(shard)
+    return {"index": path[-1][0], "of": path[-1][1], "networks": [model.first_network, model.first_network + model.n_networks],
+            **({"within": [list(p) for p in path[:-1]]} if len(path) > 1 else {})}
+
+
+def _merge_up(run_dir: Path, shard, epochs: int) -> None:
+    """After a shard's epoch: merge the parts of each level, the deepest first (a part of shard i
+    of n completes shard i's records, which then merge with the other shards' into the run's)."""
+    path = shard_path(shard)
+    for k in range(len(path) - 1, -1, -1):
+        merge_shards(_shard_dir(run_dir, path[:k]), path[k][1], epochs)
+
+
+def _check_levels_may_extend(run_dir: Path, shard, epochs: int) -> None:
+    """`_check_shards_may_extend` at every level of a (nested) shard."""
+    path = shard_path(shard)
+    for k in range(len(path)):
+        _check_shards_may_extend(_shard_dir(run_dir, path[:k]), path[k][1], epochs)
+
+
+def _made_by(prov: dict) -> dict:
+    """What a merged record says of one shard's record: its place, device, code and date; for a
+    shard itself merged from parts (trained over sessions), its place and its parts' entries."""
+    if "shards" in prov:
+        return {**(prov.get("shard") or {}), "parts": prov["shards"]}
+    made = ("device", "device_name", "git_commit", "git_dirty", "source_sha256", "torch", "date")
+    return {**(prov.get("shard") or {}), **{k: prov.get(k) for k in made}}
 
 
 def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
     """Merge the records of shards 0..n-1 (``run_dir/shard-<i>-of-<n>``) into ``run_dir``'s own
     epoch records, for every epoch that all shards finished: per-network lists and arrays are
     concatenated in network order, times are the slowest shard's (they ran in parallel), the
-    diverged networks are renumbered. Returns the merged records (those already merged included)."""
+    diverged networks are renumbered. Returns the merged records (those already merged included).
+    ``run_dir`` may itself be a shard's folder, whose parts (a nested shard) merge into it."""
     from .results import load_results
 
     from .lyapunov import _as_int
@@ -465,10 +500,13 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
                 rec[key] = first
         # each shard's own device, code and date: the parts of one population may run in
         # different sessions, on different cards, from different commits
-        made = ("device", "device_name", "git_commit", "git_dirty", "source_sha256", "torch", "date")
-        prov = {**docs[0]["provenance"], "shards": [{**(d["provenance"].get("shard") or {}),
-                                                     **{k: d["provenance"].get(k) for k in made}} for d in docs]}
+        prov = {**docs[0]["provenance"], "shards": [_made_by(d["provenance"]) for d in docs]}
+        first, last = (d["provenance"].get("shard") or {} for d in (docs[0], docs[-1]))
         prov.pop("shard", None)
+        if first.get("within"):  # run_dir is shard (i, n) of a level above: its merged record says so
+            (i, n), above = first["within"][-1], first["within"][:-1]
+            prov["shard"] = {"index": i, "of": n, "networks": [first["networks"][0], last["networks"][1]],
+                             **({"within": above} if above else {})}
         out.commit(e, rec, prov, None)
         merged.append(rec)
     return merged
@@ -551,11 +589,11 @@ def check_run(model: Population, train_batches, valid_batches, *, epochs: int, c
     records stop short of ``epochs`` without the checkpoint to continue from (a fresh clone).
     Takes `train_population`'s arguments (those that do not change the folder are ignored), so
     that a caller training several populations checks them all first."""
-    *_, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay, decay_after,
-                              spectrum_inputs, spectrum_warmup, spectrum_conventions, shard, encode)
+    *_, run_dir, records = _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_decay,
+                                       decay_after, spectrum_inputs, spectrum_warmup, spectrum_conventions, shard, encode)
     n = len(records.epochs(epochs))
     if shard is not None:
-        _check_shards_may_extend(records.dir.parent, shard[1], epochs)
+        _check_levels_may_extend(run_dir, shard, epochs)
     records.check_resumable(n, epochs)
     return n
 
@@ -633,7 +671,9 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     ``shard=(i, n)``: train only networks `lyabook.population.shard_range` (P, (i, n)) into
     ``out_dir/<hash>/shard-<i>-of-<n>`` (the hash is the whole population's); when every shard
     has finished an epoch, `merge_shards` writes the population's records, equal to an
-    unsharded run's. Returns this call's records (the shard's, for a shard).
+    unsharded run's. ``shard=((i, n), (j, m))``: part j of m of shard i, into
+    ``.../shard-<i>-of-<n>/shard-<j>-of-<m>``, for a shard too long for one GPU session (the
+    parts merge into shard i's records, and those with the other shards'). Returns this call's records (the shard's, for a shard).
     """
     from .lyapunov import _as_int
     from .results import provenance
@@ -664,10 +704,10 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     done = records.epochs(epochs)
     if len(done) > epochs:
         if shard is not None:
-            merge_shards(run_dir, shard[1], epochs)
+            _merge_up(run_dir, shard, epochs)
         return done
     if shard is not None:
-        _check_shards_may_extend(run_dir, shard[1], epochs)
+        _check_levels_may_extend(run_dir, shard, epochs)
     records.check_resumable(len(done), epochs)  # before any long work
     dev = model.weight_out.device
     opt = optimizer(model.parameters(), lr=lrs)
@@ -683,8 +723,7 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
         if done and _householder_ran(done[-1].get(f"spectrum_method{_key_suffix(conv)}", [])):
             methods[conv] = "householder"
     prov_run = {"config": config, "config_hash": h, "run_settings": settings,
-                "shard": None if shard is None else {"index": shard[0], "of": shard[1],
-                                                     "networks": [model.first_network, model.first_network + model.n_networks]}}
+                "shard": None if shard is None else _shard_record(shard, model)}
     t_call = time.perf_counter()
     bar = progress_bar(range(len(done), epochs + 1), desc=f"population {h} ({model.n_networks} networks)", progress=progress)
     for e in bar:
@@ -722,5 +761,5 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
                   "the records so far are saved and a rerun resumes")
             break
     if shard is not None:
-        merge_shards(run_dir, shard[1], epochs)
+        _merge_up(run_dir, shard, epochs)
     return done

@@ -114,10 +114,25 @@ def test_shard_tuples_and_strings():
         with pytest.raises(ValueError, match="shard must be i/n"):
             sweeps.parse_shard(bad)
     assert sweeps.parse_shard(" 1/2\n") == (1, 2)
+    assert sweeps.parse_shard("4/6:1/2") == ((4, 6), (1, 2))
+    assert shard_range(66, sweeps.parse_shard("4/6:0/2")) == range(44, 50)
+    assert shard_range(66, ((4, 6), (1, 2))) == range(50, 55)  # parts of shard 4 of 6 tile its networks 44-54
+    for bad in ("4/6:", "4/6:2/2", ":0/2", "4/6;0/2"):
+        with pytest.raises(ValueError, match="shard must be i/n"):
+            sweeps.parse_shard(bad)
+    for bad in (((4, 6), (0, 0)), ((4, 6), 1), ()):
+        with pytest.raises(ValueError, match="shard"):
+            shard_range(66, bad)
+    with pytest.raises(ValueError, match="leaves some shards empty"):
+        shard_range(6, ((0, 6), (0, 2)))
     jobs = [sweeps.Job(f"j{k}", 4, None) for k in range(2)]
     for bad in ((5, 2), (0, 0), "0/2"):
         with pytest.raises(ValueError, match="shard"):
             sweeps.plan(jobs, bad)
+    with pytest.raises(ValueError, match="parts of a shard split a job's networks"):
+        sweeps.plan(jobs, ((0, 2), (0, 2)))  # two jobs for two shards: each shard trains whole jobs
+    split = [sweeps.Job(f"j{k}", 4, lambda: None) for k in range(2)]  # two parts of each job for four shards
+    assert [(j.name, part) for j, part in sweeps.plan(split, ((1, 4), (0, 2)))] == [("j0", ((1, 2), (0, 2)))]
 
 
 # ------------------------------------------------------------------ data

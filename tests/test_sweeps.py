@@ -124,6 +124,11 @@ def test_sharded_charrnn_sweep_with_per_network_subsets_merges_into_the_unsharde
                          "--out", str(tmp_path / "one"), *args]) == 0
     one = _records(tmp_path / "one")
     assert list(one) == [k for k in whole if "charrnn-8" in str(k)] and all(one[k] == whole[k] for k in one)
+    # shard 1 of 2 itself in two parts (`--shard 1/2:j/2`, one GPU call each): the same records again
+    for shard in ("1/2:1/2", "0/2", "1/2:0/2"):
+        assert cli.main(["sweep", "charrnn", "--jobs", "charrnn-8", "--shard", shard,
+                         "--out", str(tmp_path / "parts"), *args]) == 0
+    assert _records(tmp_path / "parts") == one
 
 
 def test_charrnn_init_p_is_what_each_population_starts_from():

@@ -311,6 +311,43 @@ def test_shards_merge_into_exactly_the_unsharded_run(tmp_path, per_network):
             assert (a[key] == b[key]).all(), key
 
 
+def test_a_shard_trained_in_parts_merges_into_the_shard_and_the_run(tmp_path):
+    """Shard 1 of 2 of a population of five trained as two parts (a shard too long for one GPU
+    session): the parts merge into shard 1's records, those with shard 0's into the run's, equal
+    to the unsharded run's; the merged provenance keeps each part's own code and place."""
+    from lyabook.results import load_results
+    from lyabook.train import train_population
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 5, (3, 3, 6), generator=g)
+    onehot = lambda v: torch.nn.functional.one_hot(v, 5).to(torch.float64)
+    train, valid, spec = [(x[i], x[i]) for i in range(2)], [(x[2], x[2])], torch.randint(0, 5, (2, 8), generator=g)
+
+    def model():
+        return PopulationLSTM(5, 5, 4, 5, init_p=[0.1, 0.2, 0.3, 0.4, 0.5], dropout=[0, 0.2, 0.1, 0, 0.3], seed=3).double()
+
+    kw = dict(epochs=2, lr=[0.01, 0.02, 0.03, 0.04, 0.05], config={"task": "parts"}, encode=onehot,
+              spectrum_inputs=spec, progress=False)
+    whole = train_population(model(), train, valid, out_dir=tmp_path / "whole", **kw)
+    for shard in (((1, 2), (1, 2)), (0, 2), ((1, 2), (0, 2))):  # shard 1 = networks 3-4, in parts 3 and 4
+        part = train_population(model(), train, valid, out_dir=tmp_path / "parts", shard=shard, **kw)
+        assert len(part[0]["valid_loss"]) == (3 if shard == (0, 2) else 1)
+    run = next((tmp_path / "parts").iterdir())
+    assert sorted(p.name for p in (run / "shard-1-of-2").iterdir() if p.is_dir()) == ["shard-0-of-2", "shard-1-of-2"]
+    one = load_results(run / "shard-1-of-2" / "epoch_002.json", arrays=False)["provenance"]
+    assert one["shard"] == {"index": 1, "of": 2, "networks": [3, 5]}
+    shards = load_results(run / "epoch_002.json", arrays=False)["provenance"]["shards"]
+    assert [(s["index"], s["of"], s["networks"]) for s in shards] == [(0, 2, [0, 3]), (1, 2, [3, 5])]
+    assert [(p["index"], p["of"], p["networks"], p["within"]) for p in shards[1]["parts"]] == \
+        [(0, 2, [3, 4], [[1, 2]]), (1, 2, [4, 5], [[1, 2]])]
+    assert all(p["source_sha256"] and p["device"] == "cpu" for p in shards[1]["parts"])
+    merged = train_population(model(), train, valid, out_dir=tmp_path / "parts", **kw)
+    for a, b in zip(merged, whole):
+        for key in ("train_loss", "valid_loss", "valid_accuracy", "diverged"):
+            assert a[key] == b[key], key
+        assert (a["exponents"] == b["exponents"]).all()
+
+
 def test_shards_do_not_extend_records_that_another_run_made(tmp_path):
     """An unsharded run's records (epochs 0-1 of 3) and shards started after it: each shard
     refuses before training, naming the folder (the merge once kept the old run's epochs and

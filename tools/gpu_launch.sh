@@ -10,6 +10,9 @@
 #         --jobs J --shard i/n`), shard k on GPU k mod GPUs: a population too large for one session
 #         trained in parts over sessions (the parts merge when the last one finishes beside the
 #         others' committed records)
+#   SWEEP=evolution SHARDS="charrnn:4/6:0/3" ... start   part 0 of 3 of shard 4 (`--shard i/n:j/m`):
+#         a shard too long for one device command, trained in parts that each finish inside one
+#         command; the parts merge into shard 4's records, those with the other shards'
 #   MPS=1 ... start   start NVIDIA's Multi-Process Service first, so that several shards on one GPU
 #         run their kernels side by side instead of taking turns (time-slicing, which slowed a
 #         CharRNN part from 13.2 to 25 s of training per epoch beside a mocap shard that alone needs
@@ -18,6 +21,11 @@
 #   bash tools/gpu_launch.sh wait S   wait up to S seconds for the launch to end, then pack the
 #         records it wrote (never the checkpoints) into $OUT/<sweep>_runs.tar.gz (split in 15 MiB
 #         pieces where larger) and print each shard's progress
+# One device command = one machine, in practice: put start and wait in the same command
+#   (`... start && bash tools/gpu_launch.sh wait 560`). The machine goes back 30 s after a command
+#   ends, and twice on 2026-11-29 it was gone before the next command of a chain reached it (a
+#   CharRNN part 18 and 30 epochs in, 1,640 s of device time lost with nothing back): plan every
+#   training to end, and its records to be packed, inside one 10-minute command.
 # Each job's training must finish on the machine that started it: a 512-unit population's
 # checkpoint (about 4 GB with Adam's state) cannot come back. Measured: 64-256 units, 1,162 s on
 # 4 x H200 (2026-11-27); charrnn-512, 613 s on 4 x H200 (2026-11-28, recursive Householder with
