@@ -5,8 +5,8 @@ A sweep is a list of jobs, each one population trained by `lyabook.train.train_p
 shard takes whole jobs (job j goes to shard j mod n, no merge needed); with fewer, every job's
 networks are split into n // jobs parts (`lyabook.population.shard_range`) whose records
 merge into the unsharded run's; ``--shard i/n:j/m`` trains part j of m of shard i, whose
-records merge into shard i's (a shard too long for one GPU session). ``lyabook launch NAME`` starts one such process per visible
-GPU; `book/how_to_run.md` shows the same as a SLURM job array.
+records merge into shard i's (a shard too long for one GPU session). ``lyabook launch NAME``
+starts one such process per visible GPU; `book/how_to_run.md` shows the same as a SLURM job array.
 
 Sweeps:
 

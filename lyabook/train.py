@@ -430,7 +430,8 @@ def _shard_dir(run_dir: Path, shard) -> Path:
 def _shard_record(shard, model: Population) -> dict:
     """A shard record's place: index and of (its own level), its networks, the levels above."""
     path = shard_path(shard)
-    return {"index": path[-1][0], "of": path[-1][1], "networks": [model.first_network, model.first_network + model.n_networks],
+    first = model.first_network
+    return {"index": path[-1][0], "of": path[-1][1], "networks": [first, first + model.n_networks],
             **({"within": [list(p) for p in path[:-1]]} if len(path) > 1 else {})}
 
 
@@ -673,7 +674,8 @@ def train_population(model: Population, train_batches, valid_batches, *, epochs:
     has finished an epoch, `merge_shards` writes the population's records, equal to an
     unsharded run's. ``shard=((i, n), (j, m))``: part j of m of shard i, into
     ``.../shard-<i>-of-<n>/shard-<j>-of-<m>``, for a shard too long for one GPU session (the
-    parts merge into shard i's records, and those with the other shards'). Returns this call's records (the shard's, for a shard).
+    parts merge into shard i's records, and those with the other shards'). Returns this call's
+    records (the shard's, for a shard).
     """
     from .lyapunov import _as_int
     from .results import provenance
