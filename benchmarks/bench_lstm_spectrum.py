@@ -11,7 +11,8 @@ For hidden sizes 64, 256, 512 (state 2N), batch 10, 100 measured steps:
 * the floor: 100 bare ``J @ Q`` batched matmuls on the same shapes (float32 and float64;
   the engine propagates Q in float64).
 
-Prints a table of times and ratios and writes ``benchmarks/results/lstm_spectrum_<device>.json``.
+Prints a table of times and ratios and writes ``benchmarks/results/lstm_spectrum_<device>.json`` (``cpu``, or the GPU's name:
+``nvidia_h200``), naming the device and the code that ran.
 Speed is measured here, never asserted in tests.
 
 Usage: python benchmarks/bench_lstm_spectrum.py [--device cpu|cuda] [--sizes 64 256 512]
@@ -28,6 +29,7 @@ import torch
 
 import lyabook
 from lyabook import lyapunov_spectrum, rnn
+from lyabook.provenance import code_version
 from lyabook.reference import per_sample_autograd_spectrum, timed
 from lyabook.systems import Map
 
@@ -122,6 +124,7 @@ def main():
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "lyabook": lyabook.__version__,
+        "code": code_version(),
         "batch": BATCH,
         "steps": STEPS,
         "input_size": INPUT,
@@ -149,7 +152,8 @@ def main():
             flush=True,
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"lstm_spectrum_{device.type}.json"
+    name = torch.cuda.get_device_name().lower().replace(" ", "_") if device.type == "cuda" else "cpu"
+    path = args.out / f"lstm_spectrum_{name}.json"  # one file per card: an H200 run never overwrites an H100's
     path.write_text(json.dumps(info, indent=2))
     print(f"wrote {path}")
 

@@ -4,7 +4,9 @@ At 10 frames of 512 the QR takes 31 times X @ X (H100): its panel kernel runs on
 frame, 10 of 132 SMs, and about half the QR's time is that kernel's per-column reductions
 (tools/profile_qr_kernels.py). More warps per program split each reduction over more threads.
 Prints, for each shape and num_warps, the median ms of one QR in a CUDA graph and its ratio to
-X @ X, and writes benchmarks/results/panel_warps_<device>.json. GPU only; about a minute.
+X @ X, and writes benchmarks/results/panel_warps_<device>.json after each shape. GPU only. On an H200
+(2026-11-29) 140 s covered 4 of the 6 settings of the first shape: the timings take milliseconds,
+the rest is start-up and compiling one set of kernels per num_warps.
     python tools/probe_panel_warps.py
 """
 import functools
@@ -24,6 +26,8 @@ from lyabook.provenance import code_version  # noqa: E402
 def main():
     if not torch.cuda.is_available():
         sys.exit("probe_panel_warps needs a CUDA GPU")
+    name = torch.cuda.get_device_name().lower().replace(" ", "_")
+    out = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"panel_warps_{name}.json"
     rows = []
     for frames, size in [(10, 512), (10, 1024), (1280, 128), (250, 1024)]:
         x = torch.randn(frames, size, size, dtype=torch.float64, device="cuda")
@@ -37,11 +41,11 @@ def main():
         rows.append(row)
         del x
         torch.cuda.empty_cache()
-    name = torch.cuda.get_device_name().lower().replace(" ", "_")
-    out = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"panel_warps_{name}.json"
-    out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                               "code": code_version(), "what": __doc__.splitlines()[0], "rows": rows}, indent=1))
-    print("wrote", out)
+        # after every shape, so that a run stopped early (each num_warps compiles its own kernels,
+        # most of the probe's time) keeps the shapes it finished
+        out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                   "code": code_version(), "what": __doc__.splitlines()[0], "rows": rows}, indent=1))
+        print("wrote", out, flush=True)
 
 
 if __name__ == "__main__":
