@@ -26,6 +26,9 @@
 #   ends, and twice on 2026-11-29 it was gone before the next command of a chain reached it (a
 #   CharRNN part 18 and 30 epochs in, 1,640 s of device time lost with nothing back): plan every
 #   training to end, and its records to be packed, inside one 10-minute command.
+#   Commands back to back may land on the same machine (held 30 s after each): give each its own
+#   `export WORK=/root/lyabook-<name>` (start and wait both read it), or start refuses (it would
+#   otherwise find the last command's launch, and wait would pack that one).
 # Each job's training must finish on the machine that started it: a 512-unit population's
 # checkpoint (about 4 GB with Adam's state) cannot come back. Measured: 64-256 units, 1,162 s on
 # 4 x H200 (2026-11-27); charrnn-512, 613 s on 4 x H200 (2026-11-28, recursive Householder with
@@ -53,7 +56,10 @@ esac
 mode=${1:?usage: gpu_launch.sh start | wait SECONDS}
 
 if [ "$mode" = start ]; then
-    if [ -d "$WORK/log" ]; then echo "already started in $WORK"; exit 0; fi
+    if [ -d "$WORK/log" ]; then  # a machine still held from an earlier command keeps its $WORK
+        echo "a launch already started in $WORK ($(cat "$WORK/log/time" 2>/dev/null | tr '\n' ' ')); set WORK=<another folder>"
+        exit 4
+    fi
     mkdir -p "$WORK" && cp -a . "$WORK/" && mkdir -p "$WORK/log" && echo "$sweep" > "$WORK/log/sweep"
     n=$(nvidia-smi -L | wc -l)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
