@@ -462,8 +462,10 @@ def _made_by(prov: dict) -> dict:
 def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
     """Merge the records of shards 0..n-1 (``run_dir/shard-<i>-of-<n>``) into ``run_dir``'s own
     epoch records, for every epoch that all shards finished: per-network lists and arrays are
-    concatenated in network order, times are the slowest shard's (they ran in parallel), the
-    diverged networks are renumbered. Returns the merged records (those already merged included).
+    concatenated in network order, times are the slowest shard's (they ran in parallel) and
+    ``summed_<time>`` their sum over every shard and part (the population's device-seconds,
+    whatever the layout: what a cost ratio such as Table 1's should use), the diverged networks
+    are renumbered. Returns the merged records (those already merged included).
     ``run_dir`` may itself be a shard's folder, whose parts (a nested shard) merge into it."""
     from .results import load_results
 
@@ -480,12 +482,15 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
             break
         docs = [load_results(f) for f in files]
         for f, d in zip(files, docs):  # shards of one run record the same keys; anything else is damage
-            if set(d["results"]) != set(docs[0]["results"]) or "valid_loss" not in d["results"]:
-                raise RuntimeError(f"{f}: its keys {sorted(d['results'])} are not those of the other shards' records "
-                                   f"{sorted(docs[0]['results'])}; delete this shard's folder and rerun the shard")
+            if _own_keys(d) != _own_keys(docs[0]) or "valid_loss" not in d["results"]:  # (a shard merged from
+                # parts has summed_ times, a shard trained whole has not)
+                raise RuntimeError(f"{f}: its keys {sorted(_own_keys(d))} are not those of the other shards' records "
+                                   f"{sorted(_own_keys(docs[0]))}; delete this shard's folder and rerun the shard")
         offsets = np.cumsum([0] + [len(d["results"]["valid_loss"]) for d in docs])
         rec = {}
         for key, first in docs[0]["results"].items():
+            if key.startswith("summed_"):  # written beside its time below
+                continue
             vals = [d["results"][key] for d in docs]
             if isinstance(first, np.ndarray):
                 rec[key] = np.concatenate(vals)
@@ -495,6 +500,7 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
                 rec[key] = sorted(set().union(*vals))
             elif key.endswith("_time_s") or key.startswith("spectrum_time_s"):
                 rec[key] = max(vals)
+                rec["summed_" + key] = float(sum(d["results"].get("summed_" + key, d["results"][key]) for d in docs))
             elif isinstance(first, list):
                 rec[key] = [v for part in vals for v in part]
             else:  # the epoch number
@@ -511,6 +517,11 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
         out.commit(e, rec, prov, None)
         merged.append(rec)
     return merged
+
+
+def _own_keys(doc: dict) -> set:
+    """A record's result keys less the sums that merging adds (``summed_<time>``)."""
+    return {k for k in doc["results"] if not k.startswith("summed_")}
 
 
 # ------------------------------------------------------------------ the loop
@@ -552,7 +563,71 @@ def _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_d
                             task, encode)
     h = run_hash(config, settings, lr_decay, decay_after)
     run_dir = Path(out_dir) / h
+    if not run_dir.exists():  # records of these settings made on another CPU may carry another name
+        run_dir = _same_run_elsewhere(Path(out_dir), config, settings, lr_decay, decay_after) or run_dir
+        h = run_dir.name
     return settings, h, run_dir, RunRecords(run_dir if shard is None else _shard_dir(run_dir, shard))
+
+
+# the relative difference below which two settings' floats are the same number computed on two
+# machines: a log-uniform draw (exp of a uniform) differs in its last bit between CPUs with and
+# without AVX-512 (numpy's SIMD exp; notebook 03's learning rates and dropouts, 2026-11-29), and
+# the run's name, a hash of the exact digits, with it
+SAME_FLOAT_RTOL = 1e-12
+
+
+def _same_run_elsewhere(out_dir: Path, config: dict, settings: dict, lr_decay, decay_after) -> Path | None:
+    """The one run folder under ``out_dir`` whose records were made with these settings up to
+    `SAME_FLOAT_RTOL` in their floats (and exactly this learning-rate schedule), or None. Read
+    only when the folder named by this machine's hash is missing: one record per sibling folder."""
+    import json
+    import warnings
+
+    from .results import load_results
+
+    def plain(x):  # what the record's JSON holds
+        return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+    want = plain({"config": config, "run": settings})
+    found = []
+    for d in sorted(p for p in out_dir.iterdir() if p.is_dir()) if out_dir.is_dir() else ():
+        first = next(iter(sorted(d.rglob("epoch_000.json"))), None)  # the run's, a shard's or a part's
+        if first is None:
+            continue
+        try:
+            prov = load_results(first, arrays=False)["provenance"]
+        except (OSError, ValueError, KeyError):
+            continue  # damaged records are reported when their own run reads them
+        cfg, rs = prov.get("config"), prov.get("run_settings")
+        if not isinstance(cfg, dict) or not isinstance(rs, dict) or run_hash(cfg, rs, lr_decay, decay_after) != d.name:
+            continue  # another schedule, or records without their settings
+        if _close(plain({"config": cfg, "run": rs}), want):
+            found.append(d)
+    if len(found) != 1:
+        return None
+    if found[0].resolve() not in _SAID_SAME_RUN:  # once per folder: check_run, then train_population
+        _SAID_SAME_RUN.add(found[0].resolve())
+        warnings.warn(f"using the records in {found[0]}: made with these settings, their floats differing from "
+                      f"this machine's in the last digits (below {SAME_FLOAT_RTOL:g} relative), e.g. a draw whose "
+                      f"exp rounds differently on another CPU", stacklevel=4)  # at the caller of train_population
+    return found[0]
+
+
+_SAID_SAME_RUN: set = set()
+
+
+def _close(a, b) -> bool:
+    """JSON values equal, floats to `SAME_FLOAT_RTOL` relative (ints, strings and booleans exactly)."""
+    import math
+
+    if isinstance(a, float) or isinstance(b, float):
+        return (isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
+                and not isinstance(b, bool) and math.isclose(a, b, rel_tol=SAME_FLOAT_RTOL, abs_tol=0.0))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def _check_batches(name: str, batches, model: Population, task: str) -> None:

@@ -346,6 +346,16 @@ def test_a_shard_trained_in_parts_merges_into_the_shard_and_the_run(tmp_path):
         for key in ("train_loss", "valid_loss", "valid_accuracy", "diverged"):
             assert a[key] == b[key], key
         assert (a["exponents"] == b["exponents"]).all()
+    # times: the slowest shard's, and summed over shard 0 and both parts of shard 1 (device-seconds)
+    for e, rec in enumerate(merged):
+        leaves = [load_results(d / f"epoch_{e:03d}.json", arrays=False)["results"]
+                  for d in (run / "shard-0-of-2", run / "shard-1-of-2" / "shard-0-of-2", run / "shard-1-of-2" / "shard-1-of-2")]
+        one = load_results(run / "shard-1-of-2" / f"epoch_{e:03d}.json", arrays=False)["results"]
+        for key in ("train_time_s", "spectrum_time_s"):
+            assert rec["summed_" + key] == pytest.approx(sum(r[key] for r in leaves)), (e, key)
+            assert one["summed_" + key] == pytest.approx(leaves[1][key] + leaves[2][key]), (e, key)
+            assert rec[key] == max(leaves[0][key], one[key]), (e, key)
+            assert rec["summed_" + key] > rec[key] > 0 or e == 0 and key == "train_time_s", (e, key)
 
 
 def test_shards_do_not_extend_records_that_another_run_made(tmp_path):
@@ -477,3 +487,54 @@ def test_weights_pt_restores_a_finished_run_without_its_checkpoint(tmp_path):
     (run / "weights.pt").unlink()
     with pytest.raises(RuntimeError, match="neither state.pt nor weights.pt"):
         restore(fresh, batches[:2], batches[2:], epochs=2, **kw)
+
+
+def test_records_made_where_floats_round_differently_are_found(tmp_path):
+    """A run's folder is a hash of its settings' exact digits, and a log-uniform draw rounds its
+    last bit differently on CPUs with and without AVX-512 (notebook 03's learning rates and
+    dropouts): settings equal to 1e-12 relative find the records made elsewhere, with a warning,
+    for a whole run and for the shards of one; a real difference (1e-9) starts a run of its own."""
+    import math
+    import warnings
+
+    from lyabook.train import check_run, train_population
+
+    model, batches, onehot = _tiny_task()
+    lr = 0.1 / 3
+    kw = dict(lr=[0.01, 0.05], encode=onehot, progress=False)
+    made = train_population(model, batches[:2], batches[2:], epochs=1, config={"drawn": [lr, 0.2]}, out_dir=tmp_path / "a",
+                            **kw)
+    other_cpu = {"drawn": [math.nextafter(lr, 1.0), 0.2]}
+    with pytest.warns(UserWarning, match=r"using the records in .*: made with these settings, their floats differing"):
+        assert check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=1, config=other_cpu, out_dir=tmp_path / "a",
+                         encode=onehot) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per folder
+        again = train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, config=other_cpu,
+                                 out_dir=tmp_path / "a", **kw)
+    assert [r["valid_loss"] for r in again] == [r["valid_loss"] for r in made]
+    assert len(list((tmp_path / "a").iterdir())) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no near match: silent, and a folder of its own
+        assert check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=1, config={"drawn": [lr * (1 + 1e-9), 0.2]},
+                         out_dir=tmp_path / "a", encode=onehot) == 0
+        assert check_run(_tiny_task()[0], batches[:2], batches[2:], epochs=1, config={"drawn": [lr, 0.2, 1]},
+                         out_dir=tmp_path / "a", encode=onehot) == 0
+    # shard 0 made on one machine, shard 1 on the other: shard 1 joins shard 0's run, which merges
+    train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, config={"drawn": [lr, 0.2]},
+                     out_dir=tmp_path / "b", shard=(0, 2), **kw)
+    with pytest.warns(UserWarning, match="using the records in"):
+        train_population(_tiny_task()[0], batches[:2], batches[2:], epochs=1, config=other_cpu, out_dir=tmp_path / "b",
+                         shard=(1, 2), **kw)
+    (run,) = (tmp_path / "b").iterdir()
+    assert len(list(run.glob("epoch_*.json"))) == 2
+
+
+def test_close_compares_floats_to_the_last_digits_and_the_rest_exactly():
+    from lyabook.train import _close
+
+    assert _close({"a": [1.0, "x", 2]}, {"a": [1.0 + 2e-16, "x", 2]})
+    assert not _close({"a": [1.0]}, {"a": [1.0 + 1e-9]})
+    assert not _close({"a": 1}, {"b": 1}) and not _close([1.0], [1.0, 2.0])
+    assert not _close(True, 1.0) and not _close("1.0", 1.0) and not _close(None, 0.0)
+    assert _close(1, 1.0)  # a JSON number: 1 and 1.0 are the same setting
