@@ -481,9 +481,10 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
         if not all(f.is_file() for f in files):
             break
         docs = [load_results(f) for f in files]
-        for f, d in zip(files, docs):  # shards of one run record the same keys; anything else is damage
-            if _own_keys(d) != _own_keys(docs[0]) or "valid_loss" not in d["results"]:  # (a shard merged from
-                # parts has summed_ times, a shard trained whole has not)
+        # shards of one run record the same keys (less the sums that a shard merged from parts has and
+        # a shard trained whole has not); anything else is damage
+        for f, d in zip(files, docs):
+            if _own_keys(d) != _own_keys(docs[0]) or "valid_loss" not in d["results"]:
                 raise RuntimeError(f"{f}: its keys {sorted(_own_keys(d))} are not those of the other shards' records "
                                    f"{sorted(_own_keys(docs[0]))}; delete this shard's folder and rerun the shard")
         offsets = np.cumsum([0] + [len(d["results"]["valid_loss"]) for d in docs])
@@ -570,9 +571,9 @@ def _run_folder(model, train_batches, valid_batches, config, out_dir, task, lr_d
 
 
 # the relative difference below which two settings' floats are the same number computed on two
-# machines: a log-uniform draw (exp of a uniform) differs in its last bit between CPUs with and
-# without AVX-512 (numpy's SIMD exp; notebook 03's learning rates and dropouts, 2026-11-29), and
-# the run's name, a hash of the exact digits, with it
+# machines: a log-uniform draw (exp of a uniform) can differ in its last bit between CPUs with and
+# without AVX-512 (numpy's SIMD exp: notebook 03's learning rates and dropouts), and the run's
+# name, a hash of the exact digits, with it
 SAME_FLOAT_RTOL = 1e-12
 
 
@@ -591,7 +592,7 @@ def _same_run_elsewhere(out_dir: Path, config: dict, settings: dict, lr_decay, d
     want = plain({"config": config, "run": settings})
     found = []
     for d in sorted(p for p in out_dir.iterdir() if p.is_dir()) if out_dir.is_dir() else ():
-        first = next(iter(sorted(d.rglob("epoch_000.json"))), None)  # the run's, a shard's or a part's
+        first = next(d.rglob("epoch_000.json"), None)  # the run's, a shard's or a part's: one config
         if first is None:
             continue
         try:
