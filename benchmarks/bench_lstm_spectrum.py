@@ -11,8 +11,8 @@ For hidden sizes 64, 256, 512 (state 2N), batch 10, 100 measured steps:
 * the floor: 100 bare ``J @ Q`` batched matmuls on the same shapes (float32 and float64;
   the engine propagates Q in float64).
 
-Prints a table of times and ratios and writes ``benchmarks/results/lstm_spectrum_<device>.json`` (``cpu``, or the GPU's name:
-``nvidia_h200``), naming the device and the code that ran.
+Prints a table of times and ratios and writes ``benchmarks/results/lstm_spectrum_<device>.json``
+(`lyabook.results.device_slug`: ``cpu``, ``nvidia_h200``), naming the device and the code that ran.
 Speed is measured here, never asserted in tests.
 
 Usage: python benchmarks/bench_lstm_spectrum.py [--device cpu|cuda] [--sizes 64 256 512]
@@ -29,7 +29,7 @@ import torch
 
 import lyabook
 from lyabook import lyapunov_spectrum, rnn
-from lyabook.provenance import code_version
+from lyabook.results import code_version, device_slug
 from lyabook.reference import per_sample_autograd_spectrum, timed
 from lyabook.systems import Map
 
@@ -152,8 +152,7 @@ def main():
             flush=True,
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    name = torch.cuda.get_device_name().lower().replace(" ", "_") if device.type == "cuda" else "cpu"
-    path = args.out / f"lstm_spectrum_{name}.json"  # one file per card: an H200 run never overwrites an H100's
+    path = args.out / f"lstm_spectrum_{device_slug(device)}.json"
     path.write_text(json.dumps(info, indent=2))
     print(f"wrote {path}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lyabook import lyapunov, triton_qr
-from lyabook.provenance import code_version
+from lyabook.results import code_version, device_slug
 
 SHAPES = [(250, 1024), (1280, 128), (2000, 512), (10, 512)]  # the CharRNN population first: the headline
 
@@ -98,8 +98,7 @@ def main(quick=False, out_dir=Path(__file__).parent / "results"):
            "triton": getattr(triton_qr.triton, "__version__", None), "code": code_version(),
            "what": "median ms of one QR step (5 graph replays; cuSOLVER: 3 eager calls) and the ratio to X @ X",
            "rows": rows}
-    name = torch.cuda.get_device_name(dev).lower().replace(" ", "_")
-    path = out_dir / f"orthonormalization_{name}.json"
+    path = out_dir / f"orthonormalization_{device_slug(dev)}.json"
     path.write_text(json.dumps(out, indent=1))
     print("wrote", path)
 

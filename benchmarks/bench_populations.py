@@ -25,7 +25,7 @@ import torch
 
 from lyabook import rnn
 from lyabook.population import Population, PopulationAdam, population_exponents
-from lyabook.results import provenance, resolve_device
+from lyabook.results import device_slug, provenance, resolve_device
 from lyabook.train import _graphed, _loss, _use_graphs
 
 PEER_S_PER_NETWORK = 87.0  # 64-unit GRU, 10 epochs and one spectrum, H100 (issue 10)
@@ -145,7 +145,7 @@ def main(argv=None):
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    out = Path(__file__).parent / "results" / f"populations_{dev_name.lower().replace(' ', '_')}.json"
+    out = Path(__file__).parent / "results" / f"populations_{device_slug(dev)}.json"
     doc = {"provenance": {**provenance("bench", dev, None), "device": dev_name, "argv": a.__dict__},
            "peer_s_per_network": PEER_S_PER_NETWORK, "rows": rows}
     out.parent.mkdir(parents=True, exist_ok=True)

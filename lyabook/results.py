@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 __all__ = ["ResultsError", "MissingResultsError", "provenance", "code_version", "records_provenance", "git_last_change",
-           "resolve_device", "save_results",
+           "resolve_device", "device_slug", "save_results",
            "load_results", "write_manifest", "check_manifest", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -162,6 +162,13 @@ def code_version() -> dict:
             status = _git(["status", "--porcelain", "--", pkg.name], pkg.parent)
             info["git_dirty"] = None if status is None else bool(status.strip())
     return info
+
+
+def device_slug(device) -> str:
+    """The device as a result file names it: ``cpu``, or the GPU's name in lower case with
+    underscores (``nvidia_h200``), so that a run on one card never overwrites another's."""
+    dev = torch.device(device)
+    return torch.cuda.get_device_name(dev).lower().replace(" ", "_") if dev.type == "cuda" else "cpu"
 
 
 def provenance(profile: str | None, device, wall_time_s: float | None = None, **extra) -> dict:

@@ -322,3 +322,14 @@ def test_the_manifest_command_writes_and_checks(tmp_path, capsys):
     assert R.main(["check", str(res)]) == 1 and "new.json: not listed" in capsys.readouterr().err
     out = subprocess.run([sys.executable, "-m", "lyabook.provenance", "check", str(res)], capture_output=True, text=True)
     assert out.returncode == 1 and "new.json: not listed" in out.stderr
+
+
+def test_device_slug_names_result_files_by_card(monkeypatch):
+    """cpu, or the GPU's name in lower case with underscores: an H200 run never overwrites an H100's."""
+    import torch
+
+    from lyabook.results import device_slug
+
+    assert device_slug("cpu") == device_slug(torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA H100 80GB HBM3")
+    assert device_slug("cuda") == "nvidia_h100_80gb_hbm3"

@@ -20,14 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_orthonormalization import graphed  # noqa: E402  (the benchmark's own timing)
 
 from lyabook import lyapunov, triton_qr  # noqa: E402
-from lyabook.provenance import code_version  # noqa: E402
+from lyabook.results import code_version, device_slug  # noqa: E402
 
 
 def main():
     if not torch.cuda.is_available():
         sys.exit("probe_panel_warps needs a CUDA GPU")
-    name = torch.cuda.get_device_name().lower().replace(" ", "_")
-    out = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"panel_warps_{name}.json"
+    out = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / f"panel_warps_{device_slug('cuda')}.json"
     rows = []
     for frames, size in [(10, 512), (10, 1024), (1280, 128), (250, 1024)]:
         x = torch.randn(frames, size, size, dtype=torch.float64, device="cuda")
