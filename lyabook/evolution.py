@@ -21,7 +21,7 @@ import torch
 
 from . import data
 
-__all__ = ["DEFAULTS", "Populations", "populations"]
+__all__ = ["DEFAULTS", "Populations", "populations", "spectrum_convergence"]
 
 # The parameters that make the two populations, at the dissertation's scale: notebook 03's
 # parameters cell repeats them (papermill reads them there) and a test keeps the two equal.
@@ -140,3 +140,25 @@ def populations(params: dict | None = None, *, data_dir=None, device="cpu", allo
                                 "seed": p["seed"]})
     return Populations(corpus, char, char_train, char_valid, char_kw, n26, lrs, drops, mocap, mo, mocap_train,
                        mocap_valid, mocap_kw, ps)
+
+
+def spectrum_convergence(exponents) -> dict:
+    """Fig. 2.6's two measures of how spectra settle over training, for each network.
+
+    exponents: (epochs + 1, networks, k), per step, epoch 0 before training. Returns
+    ``reduced_msd`` (epochs, networks): the mean over i of (λ_i(t) - λ_i(t-1))² over the mean of
+    λ_i(t)², t = 1..epochs; ``slope``: of log(mean over networks of reduced_msd) against log t for
+    t = 2..epochs (epoch 1, the jump away from the random initialization, left out; NaN below 3
+    epochs), the dissertation's O(1/t) being slope -1; ``mean_diff`` (epochs + 1, networks): the
+    mean exponent at each epoch less that at the last; ``from_below`` (networks,) bool: whether
+    the mean exponent after epoch 1 lies below its last value (the dissertation: it does)."""
+    ex = np.asarray(exponents, dtype=np.float64)
+    if ex.ndim != 3 or ex.shape[0] < 2:
+        raise ValueError(f"exponents: expected (epochs + 1, networks, k) with at least 2 epochs recorded, got shape {ex.shape}")
+    if not np.isfinite(ex).all():
+        raise ValueError("exponents: not all finite (a diverged network? leave it out first)")
+    t = np.arange(1, ex.shape[0])
+    reduced_msd = ((ex[1:] - ex[:-1]) ** 2).mean(-1) / (ex[1:] ** 2).mean(-1)
+    slope = float(np.polyfit(np.log(t[1:]), np.log(reduced_msd[1:].mean(1)), 1)[0]) if len(t) > 2 else float("nan")
+    mean_diff = ex.mean(-1) - ex[-1].mean(-1)
+    return {"reduced_msd": reduced_msd, "slope": slope, "mean_diff": mean_diff, "from_below": mean_diff[1] < 0}

@@ -133,8 +133,10 @@ def records_provenance(provs) -> dict:
     """One provenance for a run made of several records (a population's epochs), in `provenance`'s
     keys: for the device name, versions, commit, sources and host, the distinct values the records
     hold, joined by ", "; for the date, the first and the last. Keys no record holds are left out.
-    Training records name their device under "device"."""
-    provs = [{"device_name": p.get("device"), **p} for p in provs]
+    Training records name their device under "device". A record merged from shards
+    (`lyabook.train.merge_shards`) counts as the shards and parts it lists, each with its own
+    device, code and date, since they may have run in different sessions from different commits."""
+    provs = [{"device_name": p.get("device"), **p} for q in provs for p in _made_by_each(q)]
     out = {}
     for key in ("device_name", "torch", "lyabook", "git_commit", "source_sha256", "host"):
         vals = sorted({str(p[key]) for p in provs if p.get(key) is not None})
@@ -144,6 +146,19 @@ def records_provenance(provs) -> dict:
     if dates:
         out["date"] = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
     return out
+
+
+def _made_by_each(prov: dict) -> list:
+    """The provenances a record stands for: itself, or, merged from shards, each shard's and each
+    part's entry (nested as ``{"shards": [..., {"parts": [...]}]}``). An entry records its device,
+    code and date (`lyabook.train._made_by`); keys it does not record (the host, the lyabook
+    version) are the merged record's own, i.e. its first shard's."""
+    entries = prov.get("shards")
+    if not isinstance(entries, list):
+        return [prov]
+    own = {k: v for k, v in prov.items() if k != "shards"}
+    return [{**own, **leaf} for e in entries
+            for leaf in (_made_by_each({"shards": e["parts"]}) if "parts" in e else [e])]
 
 
 def code_version() -> dict:

@@ -19,7 +19,7 @@ from .population import (Population, PopulationAdam, _PerNetworkOptimizer, per_n
 from .rnn import LSTM
 
 __all__ = ["PopulationLSTM", "train_population", "check_run", "restore", "train_epoch", "evaluate", "finite_networks", "epoch_spectra",
-           "RunRecords", "merge_shards", "run_settings", "run_hash", "config_hash", "TRAINER_VERSION"]
+           "RunRecords", "merge_shards", "device_seconds", "run_settings", "run_hash", "config_hash", "TRAINER_VERSION"]
 
 
 def PopulationLSTM(n_networks: int, input_size: int, hidden_size: int, output_size: int, *, init_p=0.08,
@@ -518,6 +518,15 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
         out.commit(e, rec, prov, None)
         merged.append(rec)
     return merged
+
+
+def device_seconds(record: dict, key: str) -> float:
+    """The seconds a population's epoch record says its ``key`` (e.g. ``"train_time_s"``) took on
+    its devices: summed over every shard and part where the population ran sharded (the
+    ``summed_<key>`` that `merge_shards` writes), else the record's own ``key``. Cost ratios and
+    totals use these; a merged record's own ``key`` is the slowest shard's, the wall time of
+    shards that ran side by side."""
+    return float(record.get("summed_" + key, record[key]))
 
 
 def _own_keys(doc: dict) -> set:

@@ -168,6 +168,22 @@ def test_training_verdicts_follow_the_saved_numbers(training):
         assert v[claim] == expected, claim
 
 
+def test_training_fig26_measures_are_those_of_the_saved_spectra(training):
+    """Fig. 2.6's slope and direction are what `spectrum_convergence` gives on the saved spectra,
+    and the 'from below' verdict follows the count of networks (more than half: holds)."""
+    from lyabook.evolution import spectrum_convergence
+
+    fig26 = training["results"]["fig26"]
+    conv = spectrum_convergence(fig26["exponents"])
+    assert conv["slope"] == pytest.approx(fig26["slope"], rel=1e-9, abs=1e-12)
+    assert list(conv["from_below"]) == list(fig26["from_below"])
+    assert np.allclose(conv["mean_diff"], fig26["mean_diff"])
+    below = sum(fig26["from_below"])
+    assert _verdicts(training["results"])["the mean exponent approaches its final value from below (Fig. 2.6e)"] == (
+        "holds" if below > len(fig26["p"]) / 2 else "differs")
+    assert len(fig26["from_below_h_block"]) == len(fig26["p"]) and isinstance(fig26["slope_h_block"], float)
+
+
 def test_mocap_claim_is_judged_without_the_exponents_rounding_sets(training):
     m = training["results"]["mocap"]
     assert len(m["mean_exponent_resolved"]) == len(m["p"])

@@ -210,6 +210,23 @@ def test_provenance_names_the_code_version_machine_and_versions():
     json.dumps(prov, allow_nan=False)  # JSON as it is
 
 
+def test_records_provenance_of_a_merged_record_covers_every_shard_and_part():
+    """A population merged from shards, one of them from parts trained in a later session from
+    another commit: the run's provenance names both commits and spans every part's date, not
+    only the first shard's (which the merged record's own keys repeat)."""
+    made = lambda commit, date: {"device": "NVIDIA H200", "device_name": "NVIDIA H200", "git_commit": commit,
+                                 "source_sha256": commit * 2, "torch": "2.11", "date": date}
+    merged = {**made("aaa", "2026-11-28T04:35:41+00:00"), "host": "vm",
+              "shards": [{"index": 0, "of": 2, **made("aaa", "2026-11-28T04:35:41+00:00")},
+                         {"index": 1, "of": 2, "parts": [{"index": j, "of": 2, **made("bbb", f"2026-11-29T1{j}:00:00+00:00")}
+                                                         for j in range(2)]}]}
+    out = R.records_provenance([merged, {**made("ccc", "2026-11-30T00:00:00+00:00"), "host": "box"}])
+    assert out["git_commit"] == "aaa, bbb, ccc" and out["source_sha256"] == "aaaaaa, bbbbbb, cccccc"
+    assert out["date"] == "2026-11-28T04:35:41+00:00 to 2026-11-30T00:00:00+00:00"
+    assert out["device_name"] == "NVIDIA H200" and out["host"] == "box, vm"  # a shard's entry has no host: its record's
+    assert R.records_provenance([made("aaa", "2026-11-28T00:00:00+00:00")])["date"] == "2026-11-28T00:00:00+00:00"
+
+
 def test_the_source_hash_changes_with_any_source_byte_and_ignores_other_files(tmp_path):
     pkg = tmp_path / "lyabook"
     shutil.copytree(ROOT / "lyabook", pkg, ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,6 +1,7 @@
 """Sweeps split into shards whose records merge into the unsharded run's (CPU, tiny profile)."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -313,3 +314,25 @@ def test_evolution_populations_name_unknown_parameters():
 
     with pytest.raises(ValueError, match="unknown parameter.*sweep_nets"):
         evolution.populations({"sweep_nets": 3})
+
+
+def test_spectrum_convergence_measures_a_known_rate_and_direction():
+    """Spectra that move by d_t = t^(-1/2) along a fixed direction from a far-off spectrum (so the
+    denominator barely changes) have a reduced MSD of d_t² ∝ 1/t: slope -1, and a mean that rises
+    to its last value, i.e. from below; reversed, from above. Too few epochs: no slope."""
+    from lyabook.evolution import spectrum_convergence
+
+    epochs, far = 15, -1e3 * np.ones(8)
+    v = np.linspace(0.5, 1.5, 8) * 1e-2
+    steps = np.concatenate([[0], np.cumsum(np.arange(1, epochs + 1) ** -0.5)])
+    ex = (far + steps[:, None] * v)[:, None, :].repeat(2, 1)          # (epochs + 1, 2 networks, 8)
+    out = spectrum_convergence(ex)
+    assert out["reduced_msd"].shape == (epochs, 2) and out["mean_diff"].shape == (epochs + 1, 2)
+    assert out["slope"] == pytest.approx(-1, abs=1e-2)
+    assert out["from_below"].all() and out["mean_diff"][-1] == pytest.approx(0)
+    assert not spectrum_convergence(2 * far - ex)["from_below"].any()
+    assert np.isnan(spectrum_convergence(ex[:3])["slope"])
+    with pytest.raises(ValueError, match="exponents: not all finite"):
+        spectrum_convergence(np.where(ex == ex[2, 0, 0], np.nan, ex))
+    with pytest.raises(ValueError, match=r"exponents: expected \(epochs \+ 1, networks, k\)"):
+        spectrum_convergence(ex[0])

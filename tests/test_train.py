@@ -316,7 +316,7 @@ def test_a_shard_trained_in_parts_merges_into_the_shard_and_the_run(tmp_path):
     session): the parts merge into shard 1's records, those with shard 0's into the run's, equal
     to the unsharded run's; the merged provenance keeps each part's own code and place."""
     from lyabook.results import load_results
-    from lyabook.train import train_population
+    from lyabook.train import device_seconds, train_population
 
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 5, (3, 3, 6), generator=g)
@@ -356,6 +356,7 @@ def test_a_shard_trained_in_parts_merges_into_the_shard_and_the_run(tmp_path):
             assert one["summed_" + key] == pytest.approx(leaves[1][key] + leaves[2][key]), (e, key)
             assert rec[key] == max(leaves[0][key], one[key]), (e, key)
             assert rec["summed_" + key] > rec[key] > 0 or e == 0 and key == "train_time_s", (e, key)
+            assert device_seconds(rec, key) == rec["summed_" + key] and device_seconds(leaves[0], key) == leaves[0][key]
 
 
 def test_shards_do_not_extend_records_that_another_run_made(tmp_path):
