@@ -501,7 +501,7 @@ def merge_shards(run_dir, n_shards: int, epochs: int) -> list:
                 rec[key] = sorted(set().union(*vals))
             elif key.endswith("_time_s") or key.startswith("spectrum_time_s"):
                 rec[key] = max(vals)
-                rec["summed_" + key] = float(sum(d["results"].get("summed_" + key, d["results"][key]) for d in docs))
+                rec["summed_" + key] = sum(device_seconds(d["results"], key) for d in docs)
             elif isinstance(first, list):
                 rec[key] = [v for part in vals for v in part]
             else:  # the epoch number
